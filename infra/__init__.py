@@ -1,0 +1,1 @@
+"""Operations: embedded services, configuration, the exchange command line."""

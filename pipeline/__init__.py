@@ -1,0 +1,1 @@
+"""Stream runtime and exchange agents: a Faust-style App over Redis Streams."""

@@ -1,0 +1,1 @@
+"""The exchange agents: validate, risk, match, settle, publish."""

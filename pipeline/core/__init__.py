@@ -1,0 +1,1 @@
+"""The pure core: order book, matching, risk arithmetic. No I/O here."""

@@ -1,0 +1,1 @@
+"""Tables: dict-like agent state with a changelog stream."""

@@ -1,0 +1,1 @@
+"""Transports: where streams live (real Redis/Valkey, or memory for unit tests)."""
