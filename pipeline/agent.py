@@ -1,0 +1,300 @@
+"""Agents: async functions that consume a topic partition in batches.
+
+An agent function receives an `AgentStream` and iterates it, either event by event
+(``async for event in stream``) or batch by batch (``async for batch in
+stream.batches()``). The runtime commits a batch -- outputs, table changelog and
+input offsets, in one atomic transport call -- when the agent asks for more after
+consuming all of it, so a crash anywhere loses nothing and applies nothing twice.
+
+If the agent raises, the effects of the failing event are rolled back, the event
+goes to the dead-letter stream, and the agent function is started again on the
+rest of the input (a failing batch is retried one event at a time to find it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+import msgspec
+
+from pipeline.context import BatchContext, set_context
+from pipeline.deadletter import DEAD_LETTER_CODEC, DLQ_STREAM, DeadLetter
+from pipeline.errors import FencedError
+from pipeline.transport.base import START, Commit, id_key
+
+if TYPE_CHECKING:
+    from pipeline.app import App
+    from pipeline.tables.table import Table
+    from pipeline.topics import Topic
+
+log = logging.getLogger(__name__)
+
+V = TypeVar("V")
+Item = tuple[str, str, bytes, Any]
+"""(stream, entry id, raw payload, decoded value) of one input entry."""
+
+Recovery = Literal["changelog", "replay"]
+
+
+class Agent(Generic[V]):
+    """An agent definition: its function, its input topics and the tables it owns."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[[AgentStream[V]], Awaitable[None]],
+        topics: Sequence[Topic[Any]],
+        *,
+        name: str,
+        tables: Sequence[Table[Any, Any]] = (),
+        recover: Recovery = "changelog",
+    ) -> None:
+        partitions = {t.partitions for t in topics}
+        if len(partitions) != 1:
+            raise ValueError(f"agent {name}: input topics must have the same partition count")
+        if recover == "replay" and (len(topics) != 1 or tables):
+            raise ValueError(f"agent {name}: replay recovery needs one input topic and no tables")
+        self.app = app
+        self.fn = fn
+        self.topics = list(topics)
+        self.name = name
+        self.tables = sorted(tables, key=lambda t: t.name)
+        self.recover = recover
+        self.partitions = partitions.pop()
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r})"
+
+    def lease_key(self, partition: int) -> str:
+        """The Redis key of this agent's ownership lease on one partition."""
+        return f"lease:{self.name}:{partition}"
+
+
+class AgentStream(Generic[V]):
+    """What an agent function iterates: the values of its input partition."""
+
+    def __init__(self, runner: PartitionRunner) -> None:
+        self._runner = runner
+
+    @property
+    def partition(self) -> int:
+        """The partition this stream reads."""
+        return self._runner.partition
+
+    @property
+    def replaying(self) -> bool:
+        """True while the runtime is rebuilding state by replaying already-committed input."""
+        return self._runner.context.replaying
+
+    def __aiter__(self) -> AsyncIterator[V]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[V]:
+        runner = self._runner
+        while (unit := await runner.next_unit()) is not None:
+            for index, item in enumerate(unit):
+                runner.mark(index, index + 1)
+                yield item[3]
+            runner.mark(len(unit), len(unit))
+
+    async def batches(self) -> AsyncIterator[list[V]]:
+        """Iterate lists of values: whatever arrived together, up to the batch size."""
+        runner = self._runner
+        while (unit := await runner.next_unit()) is not None:
+            runner.mark(0, len(unit))
+            yield [item[3] for item in unit]
+            runner.mark(len(unit), len(unit))
+
+
+class PartitionRunner:
+    """Runs one agent on one partition: read, deliver, roll back on error, commit."""
+
+    def __init__(self, app: App, agent: Agent[Any], partition: int, lease_value: str | None) -> None:
+        self.app = app
+        self.agent = agent
+        self.partition = partition
+        self.lease_value = lease_value
+        self.context = BatchContext(partition)
+        self.streams = [t.stream(partition) for t in agent.topics]
+        self._codecs = {t.stream(partition): t.codec for t in agent.topics}
+        self._positions: dict[str, str] = dict.fromkeys(self.streams, START)
+        self._replay_until: dict[str, tuple[int, int]] = {}
+        self._queue: deque[Item] = deque()
+        self._single = 0  # how many queued items to deliver one at a time
+        self._unit: list[Item] = []
+        self._done = 0
+        self._span_end = 0
+        self._savepoint = (0, 0)
+        self._consumed: dict[str, tuple[str, int]] = {}
+        self._locks: list[asyncio.Lock] = []
+        self.lost = False
+        self.ready = False
+        self.processed = 0
+
+    # -- set-up ---------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Load committed positions and rebuild state (changelog restore or input replay)."""
+        committed = await self.app.transport.positions(self.agent.name)
+        for stream in self.streams:
+            await self.app.transport.register_consumer(stream, self.agent.name)
+            position = committed.get(stream)
+            if position is not None:
+                self._positions[stream] = position.last_id
+        if self.agent.recover == "changelog":
+            for table in self.agent.tables:
+                await table.restore(self.app.transport, self.partition)
+        else:
+            self._replay_until = {s: id_key(p) for s, p in self._positions.items() if p != START}
+            self._positions = dict.fromkeys(self.streams, START)
+            self.context.replaying = bool(self._replay_until)
+
+    # -- what the agent stream calls -------------------------------------------
+
+    def mark(self, done: int, span_end: int) -> None:
+        """Items before `done` of the current unit are processed; the agent now handles up to `span_end`."""
+        self._done = done
+        self._span_end = span_end
+        self._savepoint = self.context.savepoint()
+
+    async def next_unit(self) -> list[Item] | None:
+        """The next items to hand the agent, committing a finished batch first; None to stop."""
+        if self.lost:
+            raise FencedError(f"{self.agent.name}:{self.partition}: lease lost")
+        self.processed += len(self._unit)
+        self._unit = []
+        if not self._queue:
+            await self._commit()
+            self._release_locks()
+            if not await self._fetch():
+                return None
+        if self._single:
+            self._single -= 1
+            self._unit = [self._queue.popleft()]
+        else:
+            self._unit = list(self._queue)
+            self._queue.clear()
+        self._done = self._span_end = 0
+        self._savepoint = self.context.savepoint()
+        return self._unit
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _fetch(self) -> bool:
+        """Read the next batch into the queue; False when the runner should stop."""
+        app = self.app
+        while not app.stopping and not self.lost:
+            reply = await app.transport.read(self._positions, app.batch_size, app.block_ms)
+            if reply:
+                self._accept(reply)
+                if self._queue:
+                    for lock in self._locks_needed():
+                        await lock.acquire()
+                        self._locks.append(lock)
+                    return True
+                await self._commit()  # only undecodable entries: move them aside now
+        return False
+
+    def _accept(self, reply: list[tuple[str, list[tuple[str, bytes]]]]) -> None:
+        queue, consumed = self._queue, self._consumed
+        for stream, entries in reply:
+            limit = self._replay_until.get(stream)
+            if limit is not None:
+                entries = [e for e in entries if id_key(e[0]) <= limit]
+            if not entries:
+                continue
+            codec = self._codecs[stream]
+            for entry_id, raw in entries:
+                try:
+                    value = codec.decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self._dead_letter(stream, entry_id, raw, f"cannot decode: {exc}")
+                    continue
+                queue.append((stream, entry_id, raw, value))
+            last_id = entries[-1][0]
+            self._positions[stream] = last_id
+            before = consumed.get(stream)
+            consumed[stream] = (last_id, (before[1] if before else 0) + len(entries))
+        self._check_replay_done()
+
+    def _check_replay_done(self) -> None:
+        if self._replay_until and all(
+            id_key(self._positions[s]) >= limit for s, limit in self._replay_until.items()
+        ):
+            self._replay_until = {}
+
+    def _locks_needed(self) -> list[asyncio.Lock]:
+        return [self.app.table_lock(table, self.partition) for table in self.agent.tables]
+
+    def _release_locks(self) -> None:
+        while self._locks:
+            self._locks.pop().release()
+
+    # -- committing ------------------------------------------------------------
+
+    async def _commit(self) -> None:
+        context = self.context
+        if context.replaying:
+            context.clear()
+            self._consumed.clear()
+            context.replaying = bool(self._replay_until)
+            return
+        if not self._consumed and not context.outputs:
+            return
+        outputs = context.outputs
+        for table in self.agent.tables:
+            outputs.extend(table.changelog_entries(context))
+        lease = (self.agent.lease_key(self.partition), self.lease_value) if self.lease_value else None
+        await self.app.transport.commit(Commit(self.agent.name, dict(self._consumed), outputs, lease))
+        self.app.metrics.record_commit(self.agent.name, len(self._consumed), len(outputs))
+        context.clear()
+        self._consumed.clear()
+
+    # -- failures ---------------------------------------------------------------
+
+    def _dead_letter(self, stream: str, entry_id: str, raw: bytes, error: str) -> None:
+        log.warning("%s: dead-lettering %s %s: %s", self.agent.name, stream, entry_id, error)
+        if self.context.replaying:
+            return
+        letter = DeadLetter(self.agent.name, stream, entry_id, error[:2000], raw, self.app.clock())
+        self.context.outputs.append((DLQ_STREAM, DEAD_LETTER_CODEC.encode(letter)))
+
+    def handle_error(self, exc: BaseException) -> None:
+        """Roll back the failing span; dead-letter it if it is one event, else retry it event by event."""
+        self.context.rollback(self._savepoint)
+        span = self._unit[self._done : self._span_end]
+        rest = self._unit[self._span_end :]
+        self._unit = self._unit[: self._done]
+        if len(span) == 1:
+            stream, entry_id, raw, _ = span[0]
+            self._dead_letter(stream, entry_id, raw, f"{type(exc).__name__}: {exc}")
+            self._queue.extendleft(reversed(rest))
+        else:
+            self._queue.extendleft(reversed(span + rest))
+            self._single = len(span)
+        self._done = self._span_end = 0
+
+    async def run(self) -> None:
+        """Run the agent function until stopped, restarting it after each poison event."""
+        set_context(self.context)
+        try:
+            while True:
+                try:
+                    await self.agent.fn(AgentStream(self))
+                except FencedError:
+                    raise
+                except Exception as exc:  # the agent's own bug or poison input
+                    log.exception("%s:%d raised; the event goes to %s", self.agent.name, self.partition,
+                                  DLQ_STREAM)
+                    self.handle_error(exc)
+                    continue
+                if self.app.stopping or self.lost:
+                    break
+                log.warning("%s returned before shutdown; starting it again", self.agent.name)
+        finally:
+            self._release_locks()
+            set_context(None)

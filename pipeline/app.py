@@ -1,0 +1,295 @@
+"""The App: topics, tables, agents and timers wired together, started and stopped as one service.
+
+    app = App("exchange", transport)
+    orders = app.topic("orders.in", value_type=PlaceOrder, partitions=4)
+    valid = app.topic("orders.valid", value_type=PlaceOrder, partitions=4)
+
+    @app.agent(orders)
+    async def validate(stream):
+        async for order in stream:
+            valid.emit(order, key=order.symbol)
+
+    await app.start()   # or app.run() in the foreground, stopping on SIGINT/SIGTERM
+
+Each (agent, partition) runs as one asyncio task that first takes the partition's
+lease (a key in Redis with a fencing token: a stale owner's commit is refused),
+rebuilds its state, then processes batches until the app stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from pipeline.agent import Agent, AgentStream, PartitionRunner, Recovery
+from pipeline.errors import FencedError
+from pipeline.metrics import Metrics
+from pipeline.tables.table import Table
+from pipeline.topics import KeyToPartition, Topic, default_partitioner
+from pipeline.transport.base import Transport
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+
+class App:
+    """A stream-processing application over one transport."""
+
+    def __init__(
+        self,
+        name: str,
+        transport: Transport,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        batch_size: int = 500,
+        block_ms: int = 100,
+        lease_ttl_ms: int = 10_000,
+        owner: str | None = None,
+    ) -> None:
+        self.name = name
+        self.transport = transport
+        self.clock = clock
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.lease_ttl_ms = lease_ttl_ms
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.metrics = Metrics()
+        self.topics: dict[str, Topic[Any]] = {}
+        self.tables: dict[str, Table[Any, Any]] = {}
+        self.agents: dict[str, Agent[Any]] = {}
+        self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self.runners: dict[tuple[str, int], PartitionRunner] = {}
+        self.stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._table_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._stop_requested: asyncio.Event | None = None
+
+    # -- declaring ---------------------------------------------------------------
+
+    def topic(
+        self,
+        name: str,
+        *,
+        value_type: Any,
+        partitions: int = 1,
+        max_pending: int | None = None,
+        key_to_partition: KeyToPartition = default_partitioner,
+    ) -> Topic[Any]:
+        """Declare (or get) a topic."""
+        if name in self.topics:
+            return self.topics[name]
+        topic: Topic[Any] = Topic(
+            self, name, value_type, partitions=partitions, max_pending=max_pending,
+            key_to_partition=key_to_partition,
+        )
+        self.topics[name] = topic
+        return topic
+
+    def Table(self, name: str, *, key_type: Any, value_type: Any, partitions: int = 1) -> Table[Any, Any]:  # noqa: N802
+        """Declare a table (Faust spelling)."""
+        if name in self.tables:
+            raise ValueError(f"table {name} declared twice")
+        table: Table[Any, Any] = Table(name, key_type, value_type, partitions=partitions)
+        self.tables[name] = table
+        return table
+
+    def agent(
+        self,
+        topics: Topic[Any] | Sequence[Topic[Any]],
+        *,
+        name: str | None = None,
+        tables: Sequence[Table[Any, Any]] = (),
+        recover: Recovery = "changelog",
+    ) -> Callable[[F], F]:
+        """Declare an agent consuming `topics` (co-partitioned) and owning `tables`."""
+        inputs = [topics] if isinstance(topics, Topic) else list(topics)
+
+        def register(fn: F) -> F:
+            agent_name = name or fn.__name__
+            if agent_name in self.agents:
+                raise ValueError(f"agent {agent_name} declared twice")
+            self.agents[agent_name] = Agent(self, fn, inputs, name=agent_name, tables=tables, recover=recover)
+            return fn
+
+        return register
+
+    def timer(self, seconds: float) -> Callable[[F], F]:
+        """Declare a coroutine run every `seconds` while the app runs."""
+
+        def register(fn: F) -> F:
+            self.timers.append((seconds, fn))
+            return fn
+
+        return register
+
+    def table_lock(self, table: Table[Any, Any], partition: int) -> asyncio.Lock:
+        """The lock that serialises batches of agents sharing a table partition."""
+        key = (table.name, partition)
+        lock = self._table_locks.get(key)
+        if lock is None:
+            lock = self._table_locks[key] = asyncio.Lock()
+        return lock
+
+    # -- running -------------------------------------------------------------------
+
+    async def start(self, agents: Iterable[str] | None = None, *, with_timers: bool = True) -> None:
+        """Start the named agents (default: all) on every partition, plus the timers."""
+        self.stopping = False
+        self._stop_requested = asyncio.Event()
+        selected = list(self.agents) if agents is None else list(agents)
+        unknown = set(selected) - set(self.agents)
+        if unknown:
+            raise ValueError(f"unknown agents: {', '.join(sorted(unknown))}")
+        for agent_name in selected:
+            agent = self.agents[agent_name]
+            for partition in range(agent.partitions):
+                self._tasks.append(asyncio.create_task(
+                    self._supervise(agent, partition), name=f"agent:{agent.name}:{partition}"
+                ))
+        if with_timers:
+            for seconds, fn in self.timers:
+                self._tasks.append(asyncio.create_task(self._run_timer(seconds, fn), name=f"timer:{fn}"))
+
+    async def wait_running(self, timeout: float = 30.0) -> None:
+        """Wait until every started (agent, partition) has its lease and its state rebuilt."""
+        expected = {
+            name for task in self._tasks if (name := task.get_name()).startswith("agent:")
+        }
+
+        async def ready() -> bool:
+            names = {f"agent:{a}:{p}" for (a, p), r in self.runners.items() if r.ready}
+            return expected <= names
+
+        await wait_for_condition(ready, timeout, "agents to start")
+
+    async def stop(self) -> None:
+        """Finish the batches in hand, commit them, release leases, and stop."""
+        self.stopping = True
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+        tasks, self._tasks = self._tasks, []
+        timers = [t for t in tasks if t.get_name().startswith("timer:")]
+        for task in timers:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("%s ended with %r", task.get_name(), result)
+
+    async def _supervise(self, agent: Agent[Any], partition: int) -> None:
+        """Own one partition: take its lease, rebuild state, run; start over if fenced."""
+        key = agent.lease_key(partition)
+        while not self.stopping:
+            value = await self.transport.acquire_lease(key, self.owner, self.lease_ttl_ms)
+            if value is None:
+                await self._pause(self.lease_ttl_ms / 4000)
+                continue
+            runner = PartitionRunner(self, agent, partition, value)
+            self.runners[(agent.name, partition)] = runner
+            renewal = asyncio.create_task(self._renew(runner, key, value))
+            try:
+                await runner.prepare()
+                runner.ready = True
+                await runner.run()
+            except FencedError as exc:
+                log.warning("%s:%d lost its partition (%s); rebuilding", agent.name, partition, exc)
+                for table in agent.tables:
+                    table.drop(partition)
+            finally:
+                renewal.cancel()
+                runner.ready = False
+                if self.stopping:
+                    await self.transport.release_lease(key, value)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up at once when the app is asked to stop."""
+        if self._stop_requested is None:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _renew(self, runner: PartitionRunner, key: str, value: str) -> None:
+        interval = self.lease_ttl_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                held = await self.transport.renew_lease(key, value, self.lease_ttl_ms)
+            except Exception:
+                log.exception("renewing %s failed", key)
+                continue
+            if not held:
+                runner.lost = True
+                return
+
+    async def _run_timer(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:
+        while not self.stopping:
+            await asyncio.sleep(seconds)
+            try:
+                await fn()
+            except Exception:
+                log.exception("timer %s failed", getattr(fn, "__name__", fn))
+
+    async def lag(self) -> dict[tuple[str, str], int]:
+        """Unprocessed entries per (agent, stream), from committed positions."""
+        result: dict[tuple[str, str], int] = {}
+        infos = {info.stream: info for info in await self.transport.streams()}
+        for agent in self.agents.values():
+            positions = await self.transport.positions(agent.name)
+            for topic in agent.topics:
+                for stream in topic.streams:
+                    info = infos.get(stream)
+                    added = info.added if info else 0
+                    position = positions.get(stream)
+                    result[(agent.name, stream)] = added - (position.consumed if position else 0)
+        return result
+
+    async def wait_caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until every agent has committed everything added to its inputs."""
+
+        async def caught_up() -> bool:
+            return all(v == 0 for v in (await self.lag()).values())
+
+        await wait_for_condition(caught_up, timeout, "agents to catch up")
+
+    def run(self, agents: Iterable[str] | None = None, *, on_ready: Callable[[], None] | None = None) -> None:
+        """Run in the foreground until SIGINT or SIGTERM, then shut down gracefully."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await self.start(agents)
+            await self.wait_running()
+            if on_ready is not None:
+                on_ready()
+            await stop.wait()
+            await self.stop()
+            await self.transport.close()
+
+        asyncio.run(main())
+
+
+async def wait_for_condition(
+    check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.02
+) -> None:
+    """Poll `check` until it is true; raise TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+__all__ = ["Agent", "AgentStream", "App", "Table", "Topic", "wait_for_condition"]

@@ -1,0 +1,22 @@
+"""Dead letters: input an agent could not decode or that made it raise."""
+
+from __future__ import annotations
+
+from pipeline.messages import Codec, Message
+
+DLQ_STREAM = "dlq"
+"""The one dead-letter stream every agent writes to."""
+
+
+class DeadLetter(Message, frozen=True):
+    """An input entry moved aside, with the error and where it came from."""
+
+    agent: str
+    stream: str
+    entry_id: str
+    error: str
+    payload: bytes
+    ts: int
+
+
+DEAD_LETTER_CODEC: Codec[DeadLetter] = Codec(DeadLetter)

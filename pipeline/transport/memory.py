@@ -1,0 +1,158 @@
+"""An in-process transport with the same contract as Redis Streams, for unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.errors import BackpressureError, FencedError
+from pipeline.transport.base import Commit, Entry, Position, StreamInfo, id_key
+
+
+@dataclass(slots=True)
+class _Stream:
+    entries: list[Entry] = field(default_factory=list)
+    keys: list[tuple[int, int]] = field(default_factory=list)
+    added: int = 0
+    last_ms: int = 0
+    last_seq: int = 0
+
+
+class MemoryTransport:
+    """Streams, positions and leases held in dictionaries; one event loop only."""
+
+    def __init__(self, clock_ms: Callable[[], int] | None = None) -> None:
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self._streams: dict[str, _Stream] = {}
+        self._positions: dict[str, dict[str, Position]] = {}
+        self._consumers: dict[str, set[str]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._tokens = itertools.count(1)
+        self._changed = asyncio.Condition()
+
+    def _stream(self, name: str) -> _Stream:
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = _Stream()
+        return stream
+
+    def _append(self, name: str, data: bytes) -> str:
+        stream = self._stream(name)
+        ms = max(self._clock_ms(), stream.last_ms)
+        seq = stream.last_seq + 1 if ms == stream.last_ms else 0
+        stream.last_ms, stream.last_seq = ms, seq
+        entry_id = f"{ms}-{seq}"
+        stream.entries.append((entry_id, data))
+        stream.keys.append((ms, seq))
+        stream.added += 1
+        return entry_id
+
+    def _after(self, name: str, after: str, count: int) -> list[Entry]:
+        stream = self._streams.get(name)
+        if stream is None:
+            return []
+        from bisect import bisect_right
+
+        start = bisect_right(stream.keys, id_key(after))
+        return stream.entries[start : start + count]
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def read(self, positions: dict[str, str], count: int, block_ms: int) -> list[tuple[str, list[Entry]]]:
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            found = [(s, e) for s in positions if (e := self._after(s, positions[s], count))]
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except TimeoutError:
+                    pass
+
+    async def read_range(self, stream: str, after: str, count: int) -> list[Entry]:
+        return self._after(stream, after, count)
+
+    async def read_reverse(self, stream: str, count: int) -> list[Entry]:
+        entries = self._streams[stream].entries if stream in self._streams else []
+        return entries[::-1][:count]
+
+    def _lease_value(self, key: str) -> str | None:
+        held = self._leases.get(key)
+        if held is None or held[1] <= time.monotonic():
+            self._leases.pop(key, None)
+            return None
+        return held[0]
+
+    async def commit(self, commit: Commit) -> None:
+        if commit.lease is not None and self._lease_value(commit.lease[0]) != commit.lease[1]:
+            raise FencedError(f"lease {commit.lease[0]} is not held by {commit.lease[1]}")
+        for stream, data in commit.outputs:
+            self._append(stream, data)
+        positions = self._positions.setdefault(commit.consumer, {})
+        for stream, (last_id, consumed) in commit.offsets.items():
+            before = positions.get(stream, Position("0-0", 0))
+            positions[stream] = Position(last_id, before.consumed + consumed)
+        await self._notify()
+
+    async def produce(self, stream: str, payloads: list[bytes], max_pending: int | None = None) -> list[str]:
+        if max_pending is not None:
+            pending = await self.pending(stream)
+            if pending >= max_pending:
+                raise BackpressureError(stream, pending, max_pending)
+        ids = [self._append(stream, data) for data in payloads]
+        await self._notify()
+        return ids
+
+    async def positions(self, consumer: str) -> dict[str, Position]:
+        return dict(self._positions.get(consumer, {}))
+
+    async def register_consumer(self, stream: str, consumer: str) -> None:
+        self._consumers.setdefault(stream, set()).add(consumer)
+
+    async def consumers(self, stream: str) -> list[str]:
+        return sorted(self._consumers.get(stream, ()))
+
+    async def pending(self, stream: str) -> int:
+        added = self._streams[stream].added if stream in self._streams else 0
+        consumed = [
+            self._positions.get(c, {}).get(stream, Position("0-0", 0)).consumed
+            for c in self._consumers.get(stream, ())
+        ]
+        return added - min(consumed) if consumed else 0
+
+    async def acquire_lease(self, key: str, owner: str, ttl_ms: int) -> str | None:
+        if self._lease_value(key) is not None:
+            return None
+        value = f"{owner}#{next(self._tokens)}"
+        self._leases[key] = (value, time.monotonic() + ttl_ms / 1000)
+        return value
+
+    async def renew_lease(self, key: str, value: str, ttl_ms: int) -> bool:
+        if self._lease_value(key) != value:
+            return False
+        self._leases[key] = (value, time.monotonic() + ttl_ms / 1000)
+        return True
+
+    async def release_lease(self, key: str, value: str) -> None:
+        if self._lease_value(key) == value:
+            del self._leases[key]
+
+    async def streams(self, prefix: str = "") -> list[StreamInfo]:
+        return [
+            StreamInfo(name, len(s.entries), s.added, s.entries[-1][0] if s.entries else None)
+            for name, s in sorted(self._streams.items())
+            if name.startswith(prefix)
+        ]
+
+    async def all_consumers(self) -> list[str]:
+        return sorted(set().union(*self._consumers.values()))
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,221 @@
+"""Redis Streams transport (Valkey or Redis >= 7), on redis-py with the hiredis parser.
+
+Keys it uses, besides the streams themselves:
+- ``meta:<stream>``       hash, ``added``: entries ever appended through the runtime;
+- ``pos:<consumer>``      hash, ``<stream>``: last committed id, ``n:<stream>``: entries consumed;
+- ``consumers:<stream>``  set of consumers registered on a stream; ``consumers`` all of them;
+- ``<lease key>``         the owner value of a partition lease, ``<lease key>:token`` its fencing counter.
+
+A batch commit is one EVALSHA: Lua scripts run atomically and are written to the
+AOF as one MULTI/EXEC block, so outputs, offsets and the fencing check are applied
+all together or not at all, with a single round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from pipeline.errors import BackpressureError, FencedError, TransportError
+from pipeline.transport.base import Commit, Entry, Position, StreamInfo
+
+_COMMIT = """
+local lease = ARGV[1]
+if lease ~= '' and redis.call('GET', KEYS[1]) ~= lease then
+  return redis.error_reply('FENCED lease lost')
+end
+local i = 3
+for _ = 1, tonumber(ARGV[2]) do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[2], 'n:' .. ARGV[i], ARGV[i + 2])
+  i = i + 3
+end
+local k = 3
+while k <= #KEYS do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n do
+    redis.call('XADD', KEYS[k], '*', 'd', ARGV[i])
+    i = i + 1
+  end
+  redis.call('HINCRBY', KEYS[k + 1], 'added', n)
+  k = k + 2
+end
+return 1
+"""
+
+_PRODUCE = """
+local limit = tonumber(ARGV[1])
+if limit >= 0 then
+  local added = tonumber(redis.call('HGET', KEYS[2], 'added') or '0')
+  local low = nil
+  for _, c in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    local n = tonumber(redis.call('HGET', 'pos:' .. c, 'n:' .. KEYS[1]) or '0')
+    if low == nil or n < low then low = n end
+  end
+  if low ~= nil and added - low >= limit then
+    return redis.error_reply('BACKPRESSURE ' .. (added - low))
+  end
+end
+local ids = {}
+for i = 2, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
+end
+redis.call('HINCRBY', KEYS[2], 'added', #ARGV - 1)
+return ids
+"""
+
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local value = ARGV[1] .. '#' .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return value
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisTransport:
+    """Streams in a Redis/Valkey server; every method is one round trip."""
+
+    def __init__(self, url: str, *, max_connections: int = 64) -> None:
+        self.url = url
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=False, max_connections=max_connections, health_check_interval=0
+        )
+        self._commit = self._redis.register_script(_COMMIT)
+        self._produce = self._redis.register_script(_PRODUCE)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The underlying client, for tools that need plain commands."""
+        return self._redis
+
+    @staticmethod
+    def _entries(raw: list[Any]) -> list[Entry]:
+        return [(_text(entry_id), fields[b"d"]) for entry_id, fields in raw if b"d" in fields]
+
+    async def read(self, positions: dict[str, str], count: int, block_ms: int) -> list[tuple[str, list[Entry]]]:
+        reply = await self._redis.xread(positions, count=count, block=block_ms)  # type: ignore[arg-type]
+        if not reply:
+            return []
+        items = reply.items() if isinstance(reply, dict) else reply
+        return [(_text(stream), self._entries(raw[0] if isinstance(raw, list) and raw and
+                                              isinstance(raw[0], list) and raw[0] and
+                                              isinstance(raw[0][0], list) else raw))
+                for stream, raw in items]
+
+    async def read_range(self, stream: str, after: str, count: int) -> list[Entry]:
+        raw = await self._redis.xrange(stream, min=f"({after}", max="+", count=count)
+        return self._entries(raw)
+
+    async def read_reverse(self, stream: str, count: int) -> list[Entry]:
+        return self._entries(await self._redis.xrevrange(stream, count=count))
+
+    async def commit(self, commit: Commit) -> None:
+        keys: list[str] = [commit.lease[0] if commit.lease else "_", f"pos:{commit.consumer}"]
+        args: list[Any] = [commit.lease[1] if commit.lease else "", len(commit.offsets)]
+        for stream, (last_id, consumed) in commit.offsets.items():
+            args += (stream, last_id, consumed)
+        grouped: dict[str, list[bytes]] = {}
+        for stream, data in commit.outputs:
+            grouped.setdefault(stream, []).append(data)
+        for stream, payloads in grouped.items():
+            keys += (stream, f"meta:{stream}")
+            args.append(len(payloads))
+            args += payloads
+        try:
+            await self._commit(keys=keys, args=args)
+        except ResponseError as exc:
+            if str(exc).startswith("FENCED"):
+                raise FencedError(f"{commit.consumer}: {exc}") from None
+            raise TransportError(str(exc)) from exc
+
+    async def produce(self, stream: str, payloads: list[bytes], max_pending: int | None = None) -> list[str]:
+        limit = -1 if max_pending is None else max_pending
+        try:
+            ids = await self._produce(
+                keys=[stream, f"meta:{stream}", f"consumers:{stream}"], args=[limit, *payloads]
+            )
+        except ResponseError as exc:
+            message = str(exc)
+            if message.startswith("BACKPRESSURE"):
+                raise BackpressureError(stream, int(message.split()[1]), limit) from None
+            raise TransportError(message) from exc
+        return [_text(i) for i in ids]
+
+    async def positions(self, consumer: str) -> dict[str, Position]:
+        raw = {_text(k): _text(v) for k, v in (await self._redis.hgetall(f"pos:{consumer}")).items()}
+        return {
+            stream: Position(last_id, int(raw.get(f"n:{stream}", "0")))
+            for stream, last_id in raw.items()
+            if not stream.startswith("n:")
+        }
+
+    async def register_consumer(self, stream: str, consumer: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(f"consumers:{stream}", consumer)
+            pipe.sadd("consumers", consumer)
+            await pipe.execute()
+
+    async def consumers(self, stream: str) -> list[str]:
+        return sorted(_text(c) for c in await self._redis.smembers(f"consumers:{stream}"))  # type: ignore[misc]
+
+    async def pending(self, stream: str) -> int:
+        added = int(await self._redis.hget(f"meta:{stream}", "added") or 0)  # type: ignore[misc]
+        consumers = await self.consumers(stream)
+        if not consumers:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for consumer in consumers:
+                pipe.hget(f"pos:{consumer}", f"n:{stream}")
+            consumed = [int(n or 0) for n in await pipe.execute()]
+        return added - min(consumed)
+
+    async def acquire_lease(self, key: str, owner: str, ttl_ms: int) -> str | None:
+        value = await self._acquire(keys=[key, f"{key}:token"], args=[owner, ttl_ms])
+        return _text(value) if value else None
+
+    async def renew_lease(self, key: str, value: str, ttl_ms: int) -> bool:
+        return bool(await self._renew(keys=[key], args=[value, ttl_ms]))
+
+    async def release_lease(self, key: str, value: str) -> None:
+        await self._release(keys=[key], args=[value])
+
+    async def streams(self, prefix: str = "") -> list[StreamInfo]:
+        names = sorted(
+            {_text(k) async for k in self._redis.scan_iter(match=f"{prefix}*", count=1000, _type="stream")}
+        )
+        result = []
+        for name in names:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xlen(name)
+                pipe.hget(f"meta:{name}", "added")
+                pipe.xrevrange(name, count=1)
+                length, added, last = await pipe.execute()
+            result.append(StreamInfo(name, int(length), int(added or 0), _text(last[0][0]) if last else None))
+        return result
+
+    async def all_consumers(self) -> list[str]:
+        return sorted(_text(c) for c in await self._redis.smembers("consumers"))  # type: ignore[misc]
+
+    async def close(self) -> None:
+        await self._redis.aclose()

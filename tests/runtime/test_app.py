@@ -1,0 +1,207 @@
+"""The App runtime on both transports: exactly-once hops, tables, poison input, restarts, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import msgspec
+import pytest
+
+from pipeline.agent import AgentStream
+from pipeline.app import App, wait_for_condition
+from pipeline.deadletter import DEAD_LETTER_CODEC, DLQ_STREAM
+from pipeline.transport.base import START, Transport
+from tests.runtime.pipeline_fixture import Doubled, Number, build_app
+
+
+async def read_all(transport: Transport, streams: list[str]) -> list[bytes]:
+    out: list[bytes] = []
+    for stream in streams:
+        after = START
+        while entries := await transport.read_range(stream, after, 1000):
+            out.extend(d for _, d in entries)
+            after = entries[-1][0]
+    return out
+
+
+async def outputs(transport: Transport, app: App) -> Counter[int]:
+    codec = app.topics["doubled"].codec
+    return Counter(codec.decode(d).seq for d in await read_all(transport, app.topics["doubled"].streams))
+
+
+def table_counts(app: App) -> Counter[int]:
+    total: Counter[int] = Counter()
+    table = app.tables["counts"]
+    for p in range(table.partitions):
+        total.update(table.partition(p))
+    return total
+
+
+async def test_every_input_is_processed_exactly_once(transport: Transport) -> None:
+    app, numbers, _ = build_app(transport)
+    await app.start()
+    await app.wait_running()
+    await numbers.send_many((i, Number(i)) for i in range(1000))
+    await app.wait_caught_up()
+    await app.stop()
+    assert await outputs(transport, app) == Counter(range(1000))
+    assert table_counts(app) == Counter({r: 200 for r in range(5)})
+
+
+@pytest.mark.parametrize("batch_mode", [False, True])
+async def test_poison_event_goes_to_the_dead_letter_stream_and_its_effects_are_undone(
+    transport: Transport, batch_mode: bool
+) -> None:
+    app, numbers, _ = build_app(transport, batch_mode=batch_mode)
+    await app.start()
+    await app.wait_running()
+    await numbers.send_many((i, Number(i, poison=(i in (7, 300)))) for i in range(600))
+    await app.wait_caught_up()
+    await app.stop()
+    assert await outputs(transport, app) == Counter(i for i in range(600) if i not in (7, 300))
+    # the poison events' table writes were rolled back
+    expected = Counter(i % 5 for i in range(600) if i not in (7, 300))
+    assert table_counts(app) == expected
+    letters = [DEAD_LETTER_CODEC.decode(d) for d in await read_all(transport, [DLQ_STREAM])]
+    assert sorted(msgspec.msgpack.decode(letter.payload, type=Number).seq for letter in letters) == [7, 300]
+    assert all("ValueError: poison" in letter.error and letter.agent == "double" for letter in letters)
+
+
+async def test_undecodable_entry_is_dead_lettered_and_the_agent_goes_on(transport: Transport) -> None:
+    app, numbers, _ = build_app(transport, partitions=1)
+    await app.start()
+    await app.wait_running()
+    await numbers.send(Number(1))
+    await transport.produce(numbers.stream(0), [b"\xc1 not msgpack"])
+    await numbers.send(Number(2))
+    await app.wait_caught_up()
+    await app.stop()
+    assert await outputs(transport, app) == Counter([1, 2])
+    letters = [DEAD_LETTER_CODEC.decode(d) for d in await read_all(transport, [DLQ_STREAM])]
+    assert [letter.payload for letter in letters] == [b"\xc1 not msgpack"]
+    assert letters[0].error.startswith("cannot decode")
+
+
+async def test_restart_resumes_from_the_committed_offset_with_tables_restored(transport: Transport) -> None:
+    app, numbers, _ = build_app(transport)
+    await app.start()
+    await app.wait_running()
+    await numbers.send_many((i, Number(i)) for i in range(300))
+    await app.wait_caught_up()
+    await app.stop()
+    before = app.tables["counts"].state_hash()
+
+    again, numbers2, _ = build_app(transport)
+    await again.start()
+    await again.wait_running()
+    assert again.tables["counts"].state_hash() == before
+    await numbers2.send_many((i, Number(i)) for i in range(300, 500))
+    await again.wait_caught_up()
+    await again.stop()
+    assert await outputs(transport, again) == Counter(range(500))
+    assert table_counts(again) == Counter({r: 100 for r in range(5)})
+
+
+async def test_replay_recovery_rebuilds_in_memory_state(transport: Transport) -> None:
+    def build() -> tuple[App, dict[str, int]]:
+        app = App("replay", transport)
+        numbers = app.topic("numbers", value_type=Number)
+        sums = app.topic("sums", value_type=Doubled)
+        state = {"total": 0, "replayed": 0}
+
+        @app.agent(numbers, recover="replay")
+        async def running_sum(stream: AgentStream[Number]) -> None:
+            async for number in stream:
+                state["total"] += number.seq
+                if stream.replaying:
+                    state["replayed"] += 1
+                sums.emit(Doubled(number.seq, state["total"]))
+
+        return app, state
+
+    app, state = build()
+    await app.start()
+    await app.wait_running()
+    await app.topics["numbers"].send_many((None, Number(i)) for i in range(100))
+    await app.wait_caught_up()
+    await app.stop()
+    assert state["total"] == sum(range(100))
+
+    again, state2 = build()
+    await again.start()
+    await again.wait_running()
+    await again.topics["numbers"].send(Number(100))
+    await again.wait_caught_up()
+    await again.stop()
+    assert state2 == {"total": sum(range(101)), "replayed": 100}
+    sums = [msgspec.msgpack.decode(d, type=Doubled) for d in await read_all(transport, ["sums:0"])]
+    assert len(sums) == 101  # nothing emitted twice by the replay
+    assert sums[-1].value == sum(range(101))
+
+
+async def test_a_stale_owner_cannot_commit_after_a_new_owner_took_over(transport: Transport) -> None:
+    old, numbers, _ = build_app(transport, partitions=1, lease_ttl_ms=60_000)
+    await old.start()
+    await old.wait_running()
+    await numbers.send_many((i, Number(i)) for i in range(10))
+    await old.wait_caught_up()
+
+    # The old owner pauses (we hold its batch before commit) while its lease is taken over.
+    runner = old.runners[("double", 0)]
+    gate, holding = asyncio.Event(), asyncio.Event()
+    original_commit = runner._commit
+
+    async def paused_commit() -> None:
+        if runner._consumed:
+            holding.set()
+            await gate.wait()
+        await original_commit()
+
+    runner._commit = paused_commit  # type: ignore[method-assign]
+    await numbers.send(Number(10))
+    await asyncio.wait_for(holding.wait(), 5)
+    await transport.release_lease("lease:double:0", runner.lease_value or "")  # the lease "expired"
+    new, _, _ = build_app(transport, partitions=1, lease_ttl_ms=60_000)
+    await new.start()
+    await new.wait_running()
+    await new.wait_caught_up()
+    gate.set()  # the stale owner wakes up and tries to commit
+    await wait_for_condition(lambda: _not_ready(old), 5, "the stale owner to be fenced off")
+    await old.stop()
+    await new.stop()
+    assert await outputs(transport, new) == Counter(range(11))
+
+
+async def _not_ready(app: App) -> bool:
+    runner = app.runners.get(("double", 0))
+    return runner is None or not runner.ready
+
+
+async def test_graceful_stop_commits_the_batch_in_hand(transport: Transport) -> None:
+    app, numbers, _ = build_app(transport, partitions=1, batch_size=50)
+    await app.start()
+    await app.wait_running()
+    await numbers.send_many((i, Number(i)) for i in range(200))
+    await wait_for_condition(lambda: _processed_some(app), 10, "some progress")
+    await app.stop()
+    done = await outputs(transport, app)
+    position = (await transport.positions("double"))["numbers:0"]
+    assert sum(done.values()) == position.consumed  # outputs exactly match what was committed
+    assert set(done.values()) == {1}
+
+
+async def _processed_some(app: App) -> bool:
+    runner = app.runners.get(("double", 0))
+    return runner is not None and runner.processed > 0
+
+
+async def test_doubled_values_are_correct(transport: Transport) -> None:
+    app, numbers, doubled = build_app(transport, partitions=1)
+    await app.start()
+    await app.wait_running()
+    await numbers.send_many((i, Number(i)) for i in range(5))
+    await app.wait_caught_up()
+    await app.stop()
+    values = [doubled.codec.decode(d) for d in await read_all(transport, doubled.streams)]
+    assert values == [Doubled(i, 2 * i) for i in range(5)]
