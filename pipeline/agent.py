@@ -52,6 +52,7 @@ class Agent(Generic[V]):
         name: str,
         tables: Sequence[Table[Any, Any]] = (),
         recover: Recovery = "changelog",
+        state: Callable[[int], Any] | None = None,
     ) -> None:
         partitions = {t.partitions for t in topics}
         if len(partitions) != 1:
@@ -64,6 +65,7 @@ class Agent(Generic[V]):
         self.name = name
         self.tables = sorted(tables, key=lambda t: t.name)
         self.recover = recover
+        self.state_factory = state
         self.partitions = partitions.pop()
 
     def __repr__(self) -> str:
@@ -84,6 +86,11 @@ class AgentStream(Generic[V]):
     def partition(self) -> int:
         """The partition this stream reads."""
         return self._runner.partition
+
+    @property
+    def state(self) -> Any:
+        """The partition's in-memory state object (from the agent's `state` factory), fresh per owner."""
+        return self._runner.state
 
     @property
     def replaying(self) -> bool:
@@ -119,6 +126,7 @@ class PartitionRunner:
         self.partition = partition
         self.lease_value = lease_value
         self.context = BatchContext(partition)
+        self.state: Any = agent.state_factory(partition) if agent.state_factory else None
         self.streams = [t.stream(partition) for t in agent.topics]
         self._codecs = {t.stream(partition): t.codec for t in agent.topics}
         self._positions: dict[str, str] = dict.fromkeys(self.streams, START)
@@ -133,6 +141,7 @@ class PartitionRunner:
         self._locks: list[asyncio.Lock] = []
         self.lost = False
         self.ready = False
+        self.failure: Exception | None = None
         self.processed = 0
 
     # -- set-up ---------------------------------------------------------------
@@ -164,14 +173,17 @@ class PartitionRunner:
     async def next_unit(self) -> list[Item] | None:
         """The next items to hand the agent, committing a finished batch first; None to stop."""
         if self.lost:
-            raise FencedError(f"{self.agent.name}:{self.partition}: lease lost")
+            raise self._infrastructure(FencedError(f"{self.agent.name}:{self.partition}: lease lost"))
         self.processed += len(self._unit)
         self._unit = []
         if not self._queue:
-            await self._commit()
-            self._release_locks()
-            if not await self._fetch():
-                return None
+            try:
+                await self._commit()
+                self._release_locks()
+                if not await self._fetch():
+                    return None
+            except Exception as exc:
+                raise self._infrastructure(exc) from None
         if self._single:
             self._single -= 1
             self._unit = [self._queue.popleft()]
@@ -263,6 +275,11 @@ class PartitionRunner:
         letter = DeadLetter(self.agent.name, stream, entry_id, error[:2000], raw, self.app.clock())
         self.context.outputs.append((DLQ_STREAM, DEAD_LETTER_CODEC.encode(letter)))
 
+    def _infrastructure(self, exc: Exception) -> Exception:
+        """Remember that `exc` came from the runtime (reading, committing), not from the agent's code."""
+        self.failure = exc
+        return exc
+
     def handle_error(self, exc: BaseException) -> None:
         """Roll back the failing span; dead-letter it if it is one event, else retry it event by event."""
         self.context.rollback(self._savepoint)
@@ -285,9 +302,10 @@ class PartitionRunner:
             while True:
                 try:
                     await self.agent.fn(AgentStream(self))
-                except FencedError:
-                    raise
-                except Exception as exc:  # the agent's own bug or poison input
+                except Exception as exc:
+                    if exc is self.failure:
+                        raise  # reading or committing failed: the supervisor rebuilds this partition
+                    # the agent's own bug or poison input
                     log.exception("%s:%d raised; the event goes to %s", self.agent.name, self.partition,
                                   DLQ_STREAM)
                     self.handle_error(exc)

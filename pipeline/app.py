@@ -19,6 +19,7 @@ rebuilds its state, then processes batches until the app stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 from pipeline.agent import Agent, AgentStream, PartitionRunner, Recovery
 from pipeline.errors import FencedError
 from pipeline.metrics import Metrics
-from pipeline.tables.table import Table
+from pipeline.tables.table import Table as TableType
 from pipeline.topics import KeyToPartition, Topic, default_partitioner
 from pipeline.transport.base import Transport
 
@@ -63,7 +64,7 @@ class App:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.metrics = Metrics()
         self.topics: dict[str, Topic[Any]] = {}
-        self.tables: dict[str, Table[Any, Any]] = {}
+        self.tables: dict[str, TableType[Any, Any]] = {}
         self.agents: dict[str, Agent[Any]] = {}
         self.timers: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self.runners: dict[tuple[str, int], PartitionRunner] = {}
@@ -93,11 +94,11 @@ class App:
         self.topics[name] = topic
         return topic
 
-    def Table(self, name: str, *, key_type: Any, value_type: Any, partitions: int = 1) -> Table[Any, Any]:  # noqa: N802
+    def Table(self, name: str, *, key_type: Any, value_type: Any, partitions: int = 1) -> TableType[Any, Any]:
         """Declare a table (Faust spelling)."""
         if name in self.tables:
             raise ValueError(f"table {name} declared twice")
-        table: Table[Any, Any] = Table(name, key_type, value_type, partitions=partitions)
+        table: TableType[Any, Any] = TableType(name, key_type, value_type, partitions=partitions)
         self.tables[name] = table
         return table
 
@@ -106,17 +107,25 @@ class App:
         topics: Topic[Any] | Sequence[Topic[Any]],
         *,
         name: str | None = None,
-        tables: Sequence[Table[Any, Any]] = (),
+        tables: Sequence[TableType[Any, Any]] = (),
         recover: Recovery = "changelog",
+        state: Callable[[int], Any] | None = None,
     ) -> Callable[[F], F]:
-        """Declare an agent consuming `topics` (co-partitioned) and owning `tables`."""
+        """Declare an agent consuming `topics` (co-partitioned) and owning `tables`.
+
+        `state`, if given, makes a fresh in-memory state object for each partition the
+        agent takes (the agent reads it as `stream.state`); with ``recover="replay"`` that
+        state is rebuilt by replaying the committed input through the agent.
+        """
         inputs = [topics] if isinstance(topics, Topic) else list(topics)
 
         def register(fn: F) -> F:
             agent_name = name or fn.__name__
             if agent_name in self.agents:
                 raise ValueError(f"agent {agent_name} declared twice")
-            self.agents[agent_name] = Agent(self, fn, inputs, name=agent_name, tables=tables, recover=recover)
+            self.agents[agent_name] = Agent(
+                self, fn, inputs, name=agent_name, tables=tables, recover=recover, state=state
+            )
             return fn
 
         return register
@@ -130,7 +139,7 @@ class App:
 
         return register
 
-    def table_lock(self, table: Table[Any, Any], partition: int) -> asyncio.Lock:
+    def table_lock(self, table: TableType[Any, Any], partition: int) -> asyncio.Lock:
         """The lock that serialises batches of agents sharing a table partition."""
         key = (table.name, partition)
         lock = self._table_locks.get(key)
@@ -185,10 +194,22 @@ class App:
                 log.error("%s ended with %r", task.get_name(), result)
 
     async def _supervise(self, agent: Agent[Any], partition: int) -> None:
-        """Own one partition: take its lease, rebuild state, run; start over if fenced."""
+        """Own one partition: take its lease, rebuild state, run; rebuild after any infrastructure failure.
+
+        Whatever failed (a lost lease, Redis restarting, a refused commit), the partition's
+        in-memory state may include an uncommitted batch, so it is dropped and rebuilt from
+        what was committed.
+        """
         key = agent.lease_key(partition)
+        value: str | None = None
         while not self.stopping:
-            value = await self.transport.acquire_lease(key, self.owner, self.lease_ttl_ms)
+            try:
+                value = await self._take_lease(key, value)
+            except Exception:
+                log.exception("%s:%d cannot reach the stream store; retrying", agent.name, partition)
+                value = None
+                await self._pause(1.0)
+                continue
             if value is None:
                 await self._pause(self.lease_ttl_ms / 4000)
                 continue
@@ -201,23 +222,39 @@ class App:
                 await runner.run()
             except FencedError as exc:
                 log.warning("%s:%d lost its partition (%s); rebuilding", agent.name, partition, exc)
-                for table in agent.tables:
-                    table.drop(partition)
+                value = None
+                self._drop_state(agent, partition)
+            except Exception:
+                log.exception("%s:%d failed; rebuilding from the committed state", agent.name, partition)
+                self._drop_state(agent, partition)
+                await self._pause(0.5)
             finally:
                 renewal.cancel()
                 runner.ready = False
-                if self.stopping:
-                    await self.transport.release_lease(key, value)
+        if value is not None:
+            try:
+                await self.transport.release_lease(key, value)
+            except Exception:
+                log.warning("could not release %s; it expires by itself", key)
+
+    async def _take_lease(self, key: str, held: str | None) -> str | None:
+        """Keep the lease we still hold (same fencing token), or acquire it anew."""
+        if held is not None and await self.transport.renew_lease(key, held, self.lease_ttl_ms):
+            return held
+        return await self.transport.acquire_lease(key, self.owner, self.lease_ttl_ms)
+
+    @staticmethod
+    def _drop_state(agent: Agent[Any], partition: int) -> None:
+        for table in agent.tables:
+            table.drop(partition)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once when the app is asked to stop."""
         if self._stop_requested is None:
             await asyncio.sleep(seconds)
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_requested.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _renew(self, runner: PartitionRunner, key: str, value: str) -> None:
         interval = self.lease_ttl_ms / 3000
@@ -292,4 +329,4 @@ async def wait_for_condition(
         await asyncio.sleep(interval)
 
 
-__all__ = ["Agent", "AgentStream", "App", "Table", "Topic", "wait_for_condition"]
+__all__ = ["Agent", "AgentStream", "App", "Topic", "wait_for_condition"]

@@ -10,6 +10,7 @@ Commands are imperative (`PlaceOrder`), events are past tense (`OrderAccepted`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -27,19 +28,15 @@ M = TypeVar("M")
 class Codec(Generic[M]):
     """Encode/decode one value type (a Struct or a union of Structs) as msgpack bytes."""
 
-    __slots__ = ("_decoder", "_encoder", "value_type")
+    __slots__ = ("decode", "encode", "value_type")
 
     def __init__(self, value_type: Any) -> None:
         self.value_type = value_type
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(value_type)
-
-    def encode(self, value: M) -> bytes:
-        return self._encoder.encode(value)
-
-    def decode(self, data: bytes) -> M:
+        decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(value_type)
+        self.encode: Callable[[M], bytes] = msgspec.msgpack.Encoder().encode
+        """Encode one value as msgpack bytes."""
+        self.decode: Callable[[bytes], M] = decoder.decode
         """Decode one value; raises `msgspec.DecodeError`/`ValidationError` on bad input."""
-        return self._decoder.decode(data)
 
 
 class DecodeFailed(Exception):

@@ -6,7 +6,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pipeline.context import current_context
+from pipeline.context import _current, current_context
 from pipeline.messages import Codec
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class Topic(Generic[V]):
         self.max_pending = max_pending
         self.key_to_partition = key_to_partition
         self.codec: Codec[V] = Codec(value_type)
+        self._encode = self.codec.encode
         self._streams = [f"{name}:{p}" for p in range(partitions)]
 
     def __repr__(self) -> str:
@@ -74,11 +75,12 @@ class Topic(Generic[V]):
 
     def emit(self, value: V, *, key: Any = None, partition: int | None = None) -> None:
         """Add `value` to the current agent batch's outputs (committed with its offsets)."""
-        context = current_context()
+        context = _current.get()
         if context is None:
             raise RuntimeError(f"{self.name}: emit() is only valid inside an agent; use send()")
-        p = self.key_to_partition(key, self.partitions) if partition is None else partition
-        context.outputs.append((self._streams[p], self.codec.encode(value)))
+        if partition is None:
+            partition = 0 if self.partitions == 1 else self.key_to_partition(key, self.partitions)
+        context.outputs.append((self._streams[partition], self._encode(value)))
 
     async def send(self, value: V, *, key: Any = None, partition: int | None = None) -> str | None:
         """Emit inside an agent; elsewhere append now and return the entry id."""

@@ -110,12 +110,17 @@ class BookSnapshot(msgspec.Struct, frozen=True, array_like=True):
 class OrderBook:
     """The resting orders of one market."""
 
-    __slots__ = ("asks", "bids", "by_account", "orders", "symbol")
+    __slots__ = ("ask_prices", "asks", "bid_prices", "bids", "by_account", "orders", "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.bids: SortedDict[int, Level] = SortedDict()
         self.asks: SortedDict[int, Level] = SortedDict()
+        # The sorted key lists' chunks, read directly for the best price on the hot path:
+        # best bid = bid_prices[-1][-1], best ask = ask_prices[0][0], empty side = [].
+        # sortedcontainers mutates these lists in place, so the references stay valid.
+        self.bid_prices: list[list[int]] = self.bids._list._lists  # type: ignore[attr-defined]
+        self.ask_prices: list[list[int]] = self.asks._list._lists  # type: ignore[attr-defined]
         self.orders: dict[int, RestingOrder] = {}
         self.by_account: dict[int, dict[str, RestingOrder]] = {}
 
@@ -249,7 +254,7 @@ class OrderBook:
                 prev: RestingOrder | None = None
                 for order in level:
                     _check(order.prev is prev and order.level is level, f"broken links at {price}")
-                    _check(order.is_buy == is_buy and order.price == price, f"misplaced order {order.order_id}")
+                    _check(order.is_buy == is_buy and order.price == price, f"misplaced {order.order_id}")
                     _check(0 < order.remaining <= order.qty, f"bad remaining of {order.order_id}")
                     _check(self.orders.get(order.order_id) is order, f"order {order.order_id} not indexed")
                     by_client = self.find_client_order(order.account_id, order.client_order_id)

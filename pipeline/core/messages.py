@@ -89,7 +89,7 @@ class PlaceOrder(Message, frozen=True):
     order_id: int
     client_order_id: str
     side: Side
-    type: OrderType = "LIMIT"
+    order_type: OrderType = "LIMIT"
     time_in_force: TimeInForce = "GTC"
     price_ticks: int = 0
     qty_lots: int = 0
@@ -173,7 +173,7 @@ class OrderAccepted(Message, frozen=True):
     client_order_id: str
     account_id: int
     side: Side
-    type: OrderType
+    order_type: OrderType
     time_in_force: TimeInForce
     price_ticks: int
     qty_lots: int

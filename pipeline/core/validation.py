@@ -36,9 +36,9 @@ def check_order(order: PlaceOrder, market: Market) -> RejectReason | None:
         return "INVALID_CLIENT_ORDER_ID"
     if order.order_id <= 0 or order.symbol != market.spec.symbol:
         return "INVALID_ORDER"
-    if order.type == "MARKET":
+    if order.order_type == "MARKET":
         return _check_market_order(order, market)
-    if order.quote_qty != 0 or (order.type == "LIMIT_MAKER" and order.time_in_force != "GTC"):
+    if order.quote_qty != 0 or (order.order_type == "LIMIT_MAKER" and order.time_in_force != "GTC"):
         return "INVALID_ORDER"
     price, qty = order.price_ticks, order.qty_lots
     if not market.min_price_ticks <= price <= market.max_price_ticks:

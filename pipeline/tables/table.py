@@ -41,7 +41,7 @@ class Table(Generic[K, V]):
         self.partitions = partitions
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[Change[K, V]] = msgspec.msgpack.Decoder(
-            Change[key_type, value_type]  # type: ignore[valid-type]
+            Change[key_type, value_type]
         )
         self._parts: dict[int, dict[K, V]] = {}
 

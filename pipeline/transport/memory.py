@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -71,10 +72,8 @@ class MemoryTransport:
             if found or remaining <= 0:
                 return found
             async with self._changed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
-                except TimeoutError:
-                    pass
 
     async def read_range(self, stream: str, after: str, count: int) -> list[Entry]:
         return self._after(stream, after, count)

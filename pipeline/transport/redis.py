@@ -13,6 +13,7 @@ all together or not at all, with a single round trip.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,13 +35,17 @@ for _ = 1, tonumber(ARGV[2]) do
 end
 local k = 3
 while k <= #KEYS do
-  local n = tonumber(ARGV[i])
-  i = i + 1
-  for _ = 1, n do
-    redis.call('XADD', KEYS[k], '*', 'd', ARGV[i])
-    i = i + 1
+  local blob, lengths = ARGV[i], ARGV[i + 1]
+  local at, pos, n = 1, 1, 0
+  while at <= #lengths do
+    local size
+    size, at = struct.unpack('>I4', lengths, at)
+    redis.call('XADD', KEYS[k], '*', 'd', string.sub(blob, pos, pos + size - 1))
+    pos = pos + size
+    n = n + 1
   end
   redis.call('HINCRBY', KEYS[k + 1], 'added', n)
+  i = i + 2
   k = k + 2
 end
 return 1
@@ -86,6 +91,10 @@ return 1
 """
 
 
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -98,6 +107,8 @@ class RedisTransport:
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url, decode_responses=False, max_connections=max_connections, health_check_interval=0
         )
+        # Take XREAD replies raw: redis-py's default parser builds a dict per entry.
+        self._redis.set_response_callback("XREAD", _raw_reply)
         self._commit = self._redis.register_script(_COMMIT)
         self._produce = self._redis.register_script(_PRODUCE)
         self._acquire = self._redis.register_script(_ACQUIRE)
@@ -110,18 +121,20 @@ class RedisTransport:
         return self._redis
 
     @staticmethod
-    def _entries(raw: list[Any]) -> list[Entry]:
+    def _entries(raw: Any) -> list[Entry]:
         return [(_text(entry_id), fields[b"d"]) for entry_id, fields in raw if b"d" in fields]
 
     async def read(self, positions: dict[str, str], count: int, block_ms: int) -> list[tuple[str, list[Entry]]]:
         reply = await self._redis.xread(positions, count=count, block=block_ms)  # type: ignore[arg-type]
         if not reply:
             return []
-        items = reply.items() if isinstance(reply, dict) else reply
-        return [(_text(stream), self._entries(raw[0] if isinstance(raw, list) and raw and
-                                              isinstance(raw[0], list) and raw[0] and
-                                              isinstance(raw[0][0], list) else raw))
-                for stream, raw in items]
+        if isinstance(reply, dict):  # RESP3
+            reply = list(reply.items())  # type: ignore[arg-type]
+        # raw entries are [id, [field, value, ...]]; the runtime writes one field, "d"
+        return [
+            (stream.decode(), [(entry_id.decode(), fields[1]) for entry_id, fields in raw if fields])
+            for stream, raw in reply
+        ]
 
     async def read_range(self, stream: str, after: str, count: int) -> list[Entry]:
         raw = await self._redis.xrange(stream, min=f"({after}", max="+", count=count)
@@ -139,9 +152,10 @@ class RedisTransport:
         for stream, data in commit.outputs:
             grouped.setdefault(stream, []).append(data)
         for stream, payloads in grouped.items():
+            # All payloads of a stream travel as one argument plus their lengths, which the
+            # script splits: packing one argument per entry costs the client ~0.5 us each.
             keys += (stream, f"meta:{stream}")
-            args.append(len(payloads))
-            args += payloads
+            args += (b"".join(payloads), struct.pack(f">{len(payloads)}I", *map(len, payloads)))
         try:
             await self._commit(keys=keys, args=args)
         except ResponseError as exc:
@@ -177,10 +191,10 @@ class RedisTransport:
             await pipe.execute()
 
     async def consumers(self, stream: str) -> list[str]:
-        return sorted(_text(c) for c in await self._redis.smembers(f"consumers:{stream}"))  # type: ignore[misc]
+        return sorted(_text(c) for c in await self._redis.smembers(f"consumers:{stream}"))
 
     async def pending(self, stream: str) -> int:
-        added = int(await self._redis.hget(f"meta:{stream}", "added") or 0)  # type: ignore[misc]
+        added = int(await self._redis.hget(f"meta:{stream}", "added") or 0)
         consumers = await self.consumers(stream)
         if not consumers:
             return 0
@@ -215,7 +229,7 @@ class RedisTransport:
         return result
 
     async def all_consumers(self) -> list[str]:
-        return sorted(_text(c) for c in await self._redis.smembers("consumers"))  # type: ignore[misc]
+        return sorted(_text(c) for c in await self._redis.smembers("consumers"))
 
     async def close(self) -> None:
         await self._redis.aclose()

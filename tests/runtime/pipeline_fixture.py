@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pipeline.agent import AgentStream
 from pipeline.app import App
 from pipeline.messages import Message
@@ -23,8 +25,15 @@ class Doubled(Message, frozen=True):
     value: int
 
 
-def build_app(transport: Transport, *, partitions: int = 2, lease_ttl_ms: int = 10_000,
-              batch_size: int = 500, batch_mode: bool = False) -> tuple[App, Topic[Number], Topic[Doubled]]:
+def build_app(
+    transport: Transport,
+    *,
+    partitions: int = 2,
+    lease_ttl_ms: int = 10_000,
+    batch_size: int = 500,
+    batch_mode: bool = False,
+    busy_us: int = 0,
+) -> tuple[App, Topic[Number], Topic[Doubled]]:
     """numbers -> double (counts per residue in a table) -> doubled."""
     app = App("test", transport, lease_ttl_ms=lease_ttl_ms, batch_size=batch_size)
     numbers: Topic[Number] = app.topic("numbers", value_type=Number, partitions=partitions)
@@ -32,6 +41,10 @@ def build_app(transport: Transport, *, partitions: int = 2, lease_ttl_ms: int = 
     counts = app.Table("counts", key_type=int, value_type=int, partitions=partitions)
 
     def handle(number: Number) -> None:
+        if busy_us:  # widen the window in which a crash test can kill us mid-batch
+            end = time.perf_counter_ns() + busy_us * 1000
+            while time.perf_counter_ns() < end:
+                pass
         counts[number.seq % 5] = counts.get(number.seq % 5, 0) + 1
         if number.poison:
             raise ValueError(f"poison {number.seq}")

@@ -110,8 +110,9 @@ async def test_replay_recovery_rebuilds_in_memory_state(transport: Transport) ->
         sums = app.topic("sums", value_type=Doubled)
         state = {"total": 0, "replayed": 0}
 
-        @app.agent(numbers, recover="replay")
+        @app.agent(numbers, recover="replay", state=lambda partition: state)
         async def running_sum(stream: AgentStream[Number]) -> None:
+            assert stream.state is state
             async for number in stream:
                 state["total"] += number.seq
                 if stream.replaying:

@@ -1,0 +1,194 @@
+"""Runtime hop benchmark: one agent hop through the runtime vs a plain redis-py hop, and a 5-agent chain.
+
+    .venv/bin/python -m bench.runtime_hop [--events 200000] [--appendfsync everysec]
+
+Each case drains a pre-filled input stream through the hop(s) on a private Valkey
+(AOF on, the fsync policy given) and reports events/s; the plain redis-py hop
+(XREAD 500 + pipelined XADD + offset HSET) runs in the same process against the same
+server as the baseline, and results are quoted as ratios to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bench._valkey import running_valkey
+from pipeline.agent import AgentStream
+from pipeline.app import App, wait_for_condition
+from pipeline.messages import Codec, Message
+from pipeline.topics import Topic
+from pipeline.transport.redis import RedisTransport
+
+
+class Event(Message, frozen=True):
+    """A small event, about the size of an order command."""
+
+    seq: int
+    account: int
+    symbol: str
+    price: int
+    qty: int
+    ts: int
+
+
+CODEC: Codec[Event] = Codec(Event)
+
+
+async def prefill(client: aioredis.Redis, stream: str, events: int) -> None:
+    """Append `events` entries to `stream` in pipelined batches (not timed)."""
+    for start in range(0, events, 1000):
+        async with client.pipeline(transaction=False) as pipe:
+            for seq in range(start, min(events, start + 1000)):
+                pipe.xadd(stream, {"d": CODEC.encode(Event(seq, seq % 1000, "BTCUSDT", 100_000 + seq % 50, 3, seq))})
+            await pipe.execute()
+    await client.hset(f"meta:{stream}", "added", events)
+
+
+async def plain_hop(url: str, events: int) -> float:
+    """XREAD 500 from A, decode + re-encode, pipelined XADD to B and HSET the offset; events/s."""
+    client = aioredis.Redis.from_url(url)
+    await client.flushall()
+    await prefill(client, "plain.a", events)
+    start, last, done = time.perf_counter(), "0-0", 0
+    while done < events:
+        reply: Any = await client.xread({"plain.a": last}, count=500, block=100)
+        for _, entries in reply:
+            async with client.pipeline(transaction=False) as pipe:
+                for _entry_id, fields in entries:
+                    value = CODEC.decode(fields[b"d"])
+                    pipe.xadd("plain.b", {"d": CODEC.encode(value)})
+                last = entries[-1][0].decode()
+                pipe.hset("plain.offsets", "plain.a", last)
+                await pipe.execute()
+            done += len(entries)
+    elapsed = time.perf_counter() - start
+    await client.aclose()
+    return events / elapsed
+
+
+def chain_app(url: str, hops: int) -> tuple[App, list[Topic[Event]]]:
+    """`hops` trivial agents in a chain t0 -> t1 -> ... -> t<hops>, as asyncio tasks in one process."""
+    app = App("bench", RedisTransport(url))
+    topics: list[Topic[Event]] = [app.topic(f"t{i}", value_type=Event) for i in range(hops + 1)]
+    for i in range(hops):
+        out = topics[i + 1]
+
+        def make(out: Topic[Event]) -> Callable[[AgentStream[Event]], Coroutine[Any, Any, None]]:
+            async def forward(stream: AgentStream[Event]) -> None:
+                emit = out.emit
+                async for batch in stream.batches():
+                    for event in batch:
+                        emit(event)
+
+            return forward
+
+        app.agent(topics[i], name=f"hop{i}")(make(out))
+    return app, topics
+
+
+async def runtime_chain(url: str, events: int, hops: int) -> float:
+    """Drain `events` through a chain of `hops` runtime agents; events/s."""
+    client = aioredis.Redis.from_url(url)
+    await client.flushall()
+    app, topics = chain_app(url, hops)
+    await prefill(client, topics[0].stream(0), events)
+    transport = app.transport
+    last_agent = f"hop{hops - 1}"
+    stream = topics[hops - 1].stream(0)
+
+    async def finished() -> bool:
+        position = (await transport.positions(last_agent)).get(stream)
+        return position is not None and position.consumed >= events
+
+    start = time.perf_counter()
+    await app.start()
+    await wait_for_condition(finished, 600, "the chain to drain", interval=0.01)
+    elapsed = time.perf_counter() - start
+    await app.stop()
+    await transport.close()
+    await client.aclose()
+    return events / elapsed
+
+
+async def process_chain(url: str, events: int, hops: int, processes: int) -> float:
+    """Drain `events` through `hops` agents spread over `processes` worker processes; events/s."""
+    client = aioredis.Redis.from_url(url)
+    await client.flushall()
+    app, topics = chain_app(url, hops)
+    await prefill(client, topics[0].stream(0), events)
+    groups = [[f"hop{i}" for i in range(hops) if i % processes == p] for p in range(processes)]
+    start = time.perf_counter()
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.runtime_hop", "--worker", url, str(hops), ",".join(group)
+        )
+        for group in groups
+    ]
+    last_agent, stream = f"hop{hops - 1}", topics[hops - 1].stream(0)
+
+    async def finished() -> bool:
+        position = (await app.transport.positions(last_agent)).get(stream)
+        return position is not None and position.consumed >= events
+
+    await wait_for_condition(finished, 600, "the chain to drain", interval=0.01)
+    elapsed = time.perf_counter() - start
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        await worker.wait()
+    await app.transport.close()
+    await client.aclose()
+    return events / elapsed
+
+
+def run_worker(url: str, hops: int, agents: list[str]) -> None:
+    """Worker process body for `process_chain`."""
+    gc.freeze()
+    app, _ = chain_app(url, hops)
+    app.run(agents)
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
+        run_worker(sys.argv[2], int(sys.argv[3]), sys.argv[4].split(","))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
+    parser.add_argument("--rounds", type=int, default=2, help="repeat each case, keep the best")
+    args = parser.parse_args()
+    gc.freeze()
+    rows: list[tuple[str, float]] = []
+    with running_valkey(appendonly=True, appendfsync=args.appendfsync) as server:
+        cases: list[tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
+            ("plain redis-py hop (baseline)", lambda: plain_hop(server.url, args.events)),
+            ("runtime hop (1 agent)", lambda: runtime_chain(server.url, args.events, 1)),
+            ("runtime chain (5 agents, 1 process)", lambda: runtime_chain(server.url, args.events, 5)),
+            ("runtime chain (5 agents, 2 processes)", lambda: process_chain(server.url, args.events, 5, 2)),
+            ("runtime chain (5 agents, 5 processes)", lambda: process_chain(server.url, args.events, 5, 5)),
+        ]
+        for name, case in cases:
+            best = 0.0
+            for round_no in range(args.rounds):
+                rate = asyncio.run(case())
+                print(f"  {name}: round {round_no + 1}: {rate:,.0f} events/s", flush=True)
+                best = max(best, rate)
+            rows.append((name, best))
+    baseline = rows[0][1]
+    print(f"\nAOF appendfsync={args.appendfsync}, {args.events:,} events, best of {args.rounds}")
+    print(f"{'case':<40} {'events/s':>12} {'vs baseline':>12}")
+    for name, rate in rows:
+        print(f"{name:<40} {rate:>12,.0f} {rate / baseline:>11.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""Balances per account and asset (available + locked), holds per order, and trade settlement.
+
+The life of an order's funds, as the risk and settle stages apply it:
+
+1. `take_hold(order)` moves the most the order can spend from available to locked
+   and writes the amount (and budgets for MARKET orders) onto the command:
+   - BUY LIMIT: price x qty plus the worst-case fee (taker fee; maker fee for
+     LIMIT_MAKER, which never takes), rounded up;
+   - BUY MARKET by quote: the quote quantity plus its worst-case taker fee; the
+     budget is the quote quantity;
+   - BUY MARKET by quantity: the account's whole available quote (there is no price
+     to bound it); the budget is the largest notional whose fee still fits;
+   - SELL LIMIT / LIMIT_MAKER / MARKET by quantity: the base quantity;
+   - SELL MARKET by quote: all available base, whole lots, at most the market's max
+     quantity; the base budget is that many lots.
+   Not enough available: OrderRejected INSUFFICIENT_FUNDS.
+2. `settle(trade)`: the buyer pays notional + fee out of its order's hold and receives
+   base; the seller gives base out of its hold and receives notional - fee. Fees are in
+   the quote asset and go to the fee account. An order's fees are rounded up once over
+   its cumulative fills (fee charged so far = ceil(sum of notional x rate)), so they
+   never exceed the worst-case fee held, whatever the number of fills.
+3. When the order ends (filled, canceled, expired, rejected by the matcher) the
+   unused rest of its hold is released to available.
+
+Available and locked never go negative: a trade that would overdraw a hold is a bug
+and raises `StateError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import msgspec
+
+from pipeline.core.errors import StateError
+from pipeline.core.markets import MAX_AMOUNT, PPM, Market, fee_for, worst_case_fee
+from pipeline.core.messages import (
+    NO_BUDGET,
+    BalanceChanged,
+    Deposit,
+    Event,
+    FeeCharged,
+    FundsSettled,
+    HoldReleased,
+    HoldTaken,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PlaceOrder,
+    RejectReason,
+    TradeExecuted,
+    TransferRejected,
+    Withdraw,
+)
+
+DEFAULT_FEE_ACCOUNT_ID = 0
+
+
+class Balance:
+    """One account's amounts of one asset, in minimal units."""
+
+    __slots__ = ("available", "locked")
+
+    def __init__(self, available: int = 0, locked: int = 0) -> None:
+        self.available = available
+        self.locked = locked
+
+
+class OrderHold:
+    """The funds an order still holds, and the fees it has been charged so far."""
+
+    __slots__ = ("account_id", "asset", "fee_charged", "fee_scaled", "order_id", "remaining", "symbol")
+
+    def __init__(self, account_id: int, symbol: str, order_id: int, asset: str, remaining: int,
+                 fee_scaled: int = 0, fee_charged: int = 0) -> None:
+        self.account_id = account_id
+        self.symbol = symbol
+        self.order_id = order_id
+        self.asset = asset
+        self.remaining = remaining
+        self.fee_scaled = fee_scaled  # sum of notional x fee ppm over the order's fills
+        self.fee_charged = fee_charged  # minimal units charged: ceil(fee_scaled / PPM)
+
+    def charge_fee(self, notional: int, fee_ppm: int) -> int:
+        """The fee for one more fill, so that the order's total stays ceil(sum / PPM)."""
+        self.fee_scaled += notional * fee_ppm
+        fee = fee_for(self.fee_scaled) - self.fee_charged
+        self.fee_charged += fee
+        return fee
+
+
+class BalanceState(msgspec.Struct, frozen=True, array_like=True):
+    account_id: int
+    asset: str
+    available: int
+    locked: int
+
+
+class HoldState(msgspec.Struct, frozen=True, array_like=True):
+    symbol: str
+    order_id: int
+    account_id: int
+    asset: str
+    remaining: int
+    fee_scaled: int
+    fee_charged: int
+
+
+class AccountsSnapshot(msgspec.Struct, frozen=True, array_like=True):
+    """All balances and holds as data, sorted, so equal states encode equally."""
+
+    fee_account_id: int
+    balances: list[BalanceState]
+    holds: list[HoldState]
+
+
+class Accounts:
+    """The balances table and the per-order holds: the only writer of balances."""
+
+    def __init__(self, markets: Mapping[str, Market], fee_account_id: int = DEFAULT_FEE_ACCOUNT_ID) -> None:
+        self.markets = dict(markets)
+        self.fee_account_id = fee_account_id
+        self.assets = {m.base_asset.symbol for m in markets.values()} | {
+            m.quote_asset.symbol for m in markets.values()}
+        self._balances: dict[int, dict[str, Balance]] = {}
+        self._holds: dict[tuple[str, int], OrderHold] = {}
+
+    # ---------------------------------------------------------------- queries
+
+    def balance(self, account_id: int, asset: str) -> tuple[int, int]:
+        """(available, locked) of an account in an asset."""
+        bal = self._balances.get(account_id, {}).get(asset)
+        return (0, 0) if bal is None else (bal.available, bal.locked)
+
+    def hold_of(self, symbol: str, order_id: int) -> int | None:
+        """What an open order still holds, or None if it holds nothing."""
+        hold = self._holds.get((symbol, order_id))
+        return None if hold is None else hold.remaining
+
+    def total_by_asset(self) -> dict[str, int]:
+        """Sum of available + locked of every account (the fee account included) per asset."""
+        totals = dict.fromkeys(sorted(self.assets), 0)
+        for balances in self._balances.values():
+            for asset, bal in balances.items():
+                totals[asset] += bal.available + bal.locked
+        return totals
+
+    # -------------------------------------------------------- deposits / withdrawals
+
+    def deposit(self, cmd: Deposit) -> list[Event]:
+        reason = self._transfer_problem(cmd.asset, cmd.amount)
+        if reason is not None:
+            return [_transfer_rejected(cmd, reason)]
+        bal = self._balance(cmd.account_id, cmd.asset)
+        if bal.available + bal.locked + cmd.amount > MAX_AMOUNT:
+            return [_transfer_rejected(cmd, "INVALID_AMOUNT")]
+        bal.available += cmd.amount
+        return [self._changed(cmd.ts, cmd.account_id, cmd.asset)]
+
+    def withdraw(self, cmd: Withdraw) -> list[Event]:
+        """Take `amount` from available only: held funds cannot be withdrawn."""
+        reason = self._transfer_problem(cmd.asset, cmd.amount)
+        if reason is not None:
+            return [_transfer_rejected(cmd, reason)]
+        bal = self._balance(cmd.account_id, cmd.asset)
+        if bal.available < cmd.amount:
+            return [_transfer_rejected(cmd, "INSUFFICIENT_FUNDS")]
+        bal.available -= cmd.amount
+        return [self._changed(cmd.ts, cmd.account_id, cmd.asset)]
+
+    def _transfer_problem(self, asset: str, amount: int) -> RejectReason | None:
+        if asset not in self.assets:
+            return "UNKNOWN_ASSET"
+        if not 0 < amount <= MAX_AMOUNT:
+            return "INVALID_AMOUNT"
+        return None
+
+    # ------------------------------------------------------------------ holds
+
+    def take_hold(self, order: PlaceOrder) -> tuple[PlaceOrder | None, list[Event]]:
+        """Hold funds for `order`: the order with `hold` (and budgets) set, or None and a rejection."""
+        market = self.markets.get(order.symbol)
+        if market is None:
+            return None, [_order_rejected(order, "UNKNOWN_SYMBOL")]
+        if (order.symbol, order.order_id) in self._holds:
+            return None, [_order_rejected(order, "DUPLICATE_ORDER_ID")]
+        is_buy = order.side == "BUY"
+        asset = market.quote_asset.symbol if is_buy else market.base_asset.symbol
+        bal = self._balance(order.account_id, asset)
+        quote_budget = base_budget = NO_BUDGET
+        if order.order_type != "MARKET":
+            if is_buy:
+                fee_ppm = market.maker_fee_ppm if order.order_type == "LIMIT_MAKER" else market.taker_fee_ppm
+                notional = market.quote_amount(order.price_ticks, order.qty_lots)
+                amount = notional + worst_case_fee(notional, fee_ppm)
+            else:
+                amount = market.base_amount(order.qty_lots)
+        elif is_buy and order.quote_qty > 0:
+            quote_budget = order.quote_qty
+            amount = quote_budget + worst_case_fee(quote_budget, market.taker_fee_ppm)
+        elif is_buy:
+            amount = bal.available
+            quote_budget = max_notional_within(amount, market.taker_fee_ppm)
+            if quote_budget <= 0:
+                amount = 0  # nothing affordable: rejected below
+        elif order.quote_qty > 0:
+            base_budget = min(bal.available // market.base_per_lot, market.max_qty_lots)
+            amount = base_budget * market.base_per_lot
+        else:
+            amount = market.base_amount(order.qty_lots)
+        if amount <= 0 or amount > bal.available:
+            return None, [_order_rejected(order, "INSUFFICIENT_FUNDS")]
+        bal.available -= amount
+        bal.locked += amount
+        self._holds[(order.symbol, order.order_id)] = OrderHold(
+            order.account_id, order.symbol, order.order_id, asset, amount)
+        held = msgspec.structs.replace(order, hold=amount, quote_budget=quote_budget,
+                                       base_budget_lots=base_budget)
+        return held, [
+            HoldTaken(ts=order.ts, account_id=order.account_id, symbol=order.symbol,
+                      order_id=order.order_id, asset=asset, amount=amount),
+            self._changed(order.ts, order.account_id, asset),
+        ]
+
+    # ------------------------------------------------------------- settlement
+
+    def settle(self, event: Event) -> list[Event]:
+        """Apply one matcher event: settle a trade or release an ended order's hold."""
+        if isinstance(event, TradeExecuted):
+            return self.settle_trade(event)
+        if isinstance(event, OrderFilled | OrderCanceled | OrderExpired | OrderRejected):
+            return self.release(event.ts, event.symbol, event.order_id)
+        return []
+
+    def settle_trade(self, trade: TradeExecuted) -> list[Event]:
+        """Move funds for one trade between the buyer's and the seller's holds and balances."""
+        market = self.markets[trade.symbol]
+        quote_asset, base_asset = market.quote_asset.symbol, market.base_asset.symbol
+        taker_buys = trade.taker_side == "BUY"
+        buy_id, sell_id = ((trade.taker_order_id, trade.maker_order_id) if taker_buys
+                           else (trade.maker_order_id, trade.taker_order_id))
+        buyer_ppm, seller_ppm = ((market.taker_fee_ppm, market.maker_fee_ppm) if taker_buys
+                                 else (market.maker_fee_ppm, market.taker_fee_ppm))
+        notional = trade.quote_amount
+        base = market.base_amount(trade.qty_lots)
+        buy_hold = self._hold(trade.symbol, buy_id)
+        sell_hold = self._hold(trade.symbol, sell_id)
+        buyer_fee = buy_hold.charge_fee(notional, buyer_ppm)
+        seller_fee = sell_hold.charge_fee(notional, seller_ppm)
+        buyer, seller = buy_hold.account_id, sell_hold.account_id
+
+        self._spend(buy_hold, notional + buyer_fee)
+        self._balance(buyer, base_asset).available += base
+        self._spend(sell_hold, base)
+        self._balance(seller, quote_asset).available += notional - seller_fee
+        self._balance(self.fee_account_id, quote_asset).available += buyer_fee + seller_fee
+
+        ts = trade.ts
+        events: list[Event] = [FundsSettled(
+            ts=ts, symbol=trade.symbol, trade_id=trade.trade_id, buyer_account_id=buyer,
+            seller_account_id=seller, base_asset=base_asset, quote_asset=quote_asset, base_amount=base,
+            quote_amount=notional, buyer_fee=buyer_fee, seller_fee=seller_fee)]
+        for hold, fee in ((buy_hold, buyer_fee), (sell_hold, seller_fee)):
+            if fee:
+                events.append(FeeCharged(ts=ts, account_id=hold.account_id, symbol=trade.symbol,
+                                         order_id=hold.order_id, trade_id=trade.trade_id,
+                                         asset=quote_asset, amount=fee,
+                                         is_maker=hold.order_id == trade.maker_order_id))
+        touched = dict.fromkeys([(buyer, quote_asset), (buyer, base_asset), (seller, base_asset),
+                                 (seller, quote_asset), (self.fee_account_id, quote_asset)])
+        events.extend(self._changed(ts, account, asset) for account, asset in touched)
+        return events
+
+    def release(self, ts: int, symbol: str, order_id: int) -> list[Event]:
+        """Return what an ended order still holds to available (nothing if it holds nothing)."""
+        hold = self._holds.pop((symbol, order_id), None)
+        if hold is None or hold.remaining == 0:
+            return []
+        bal = self._balance(hold.account_id, hold.asset)
+        if bal.locked < hold.remaining:
+            raise StateError(f"locked {bal.locked} < hold {hold.remaining} of order {symbol}/{order_id}")
+        bal.locked -= hold.remaining
+        bal.available += hold.remaining
+        return [
+            HoldReleased(ts=ts, account_id=hold.account_id, symbol=symbol, order_id=order_id,
+                         asset=hold.asset, amount=hold.remaining),
+            self._changed(ts, hold.account_id, hold.asset),
+        ]
+
+    # --------------------------------------------------------------- internals
+
+    def _balance(self, account_id: int, asset: str) -> Balance:
+        balances = self._balances.get(account_id)
+        if balances is None:
+            balances = self._balances[account_id] = {}
+        bal = balances.get(asset)
+        if bal is None:
+            bal = balances[asset] = Balance()
+        return bal
+
+    def _hold(self, symbol: str, order_id: int) -> OrderHold:
+        hold = self._holds.get((symbol, order_id))
+        if hold is None:
+            raise StateError(f"trade of order {symbol}/{order_id}, which holds no funds")
+        return hold
+
+    def _spend(self, hold: OrderHold, amount: int) -> None:
+        bal = self._balance(hold.account_id, hold.asset)
+        if amount > hold.remaining or amount > bal.locked:
+            raise StateError(f"order {hold.symbol}/{hold.order_id} spends {amount} > hold {hold.remaining}")
+        hold.remaining -= amount
+        bal.locked -= amount
+
+    def _changed(self, ts: int, account_id: int, asset: str) -> BalanceChanged:
+        available, locked = self.balance(account_id, asset)
+        return BalanceChanged(ts=ts, account_id=account_id, asset=asset, available=available, locked=locked)
+
+    # ---------------------------------------------------- state and snapshots
+
+    def snapshot(self) -> AccountsSnapshot:
+        balances = [BalanceState(account, asset, bal.available, bal.locked)
+                    for account, assets in sorted(self._balances.items())
+                    for asset, bal in sorted(assets.items())]
+        holds = [HoldState(h.symbol, h.order_id, h.account_id, h.asset, h.remaining, h.fee_scaled,
+                           h.fee_charged) for _, h in sorted(self._holds.items())]
+        return AccountsSnapshot(self.fee_account_id, balances, holds)
+
+    @classmethod
+    def restore(cls, markets: Mapping[str, Market], snapshot: AccountsSnapshot) -> Accounts:
+        accounts = cls(markets, snapshot.fee_account_id)
+        for b in snapshot.balances:
+            accounts._balances.setdefault(b.account_id, {})[b.asset] = Balance(b.available, b.locked)
+        for h in snapshot.holds:
+            accounts._holds[(h.symbol, h.order_id)] = OrderHold(
+                h.account_id, h.symbol, h.order_id, h.asset, h.remaining, h.fee_scaled, h.fee_charged)
+        return accounts
+
+    def state_hash(self) -> str:
+        return hashlib.blake2b(msgspec.msgpack.encode(self.snapshot()), digest_size=16).hexdigest()
+
+    def validate_internal_state(self) -> None:
+        """Raise `StateError` on a negative amount or locked funds that holds do not explain."""
+        held: dict[tuple[int, str], int] = {}
+        for (symbol, order_id), h in self._holds.items():
+            if h.remaining < 0 or h.fee_charged != fee_for(h.fee_scaled):
+                raise StateError(f"bad hold of order {symbol}/{order_id}")
+            key = (h.account_id, h.asset)
+            held[key] = held.get(key, 0) + h.remaining
+        for account, assets in self._balances.items():
+            for asset, bal in assets.items():
+                if bal.available < 0 or bal.locked < 0:
+                    raise StateError(f"negative balance of account {account} in {asset}")
+                if bal.locked != held.get((account, asset), 0):
+                    raise StateError(f"account {account} locks {bal.locked} {asset}, holds say "
+                                     f"{held.get((account, asset), 0)}")
+
+
+def max_notional_within(funds: int, fee_ppm: int) -> int:
+    """The largest notional n with n + its worst-case fee <= funds."""
+    notional = funds * PPM // (PPM + fee_ppm)
+    while notional > 0 and notional + worst_case_fee(notional, fee_ppm) > funds:
+        notional -= 1
+    while notional + 1 + worst_case_fee(notional + 1, fee_ppm) <= funds:
+        notional += 1
+    return notional
+
+
+def _order_rejected(order: PlaceOrder, reason: RejectReason) -> OrderRejected:
+    return OrderRejected(ts=order.ts, symbol=order.symbol, order_id=order.order_id,
+                         client_order_id=order.client_order_id, account_id=order.account_id, reason=reason)
+
+
+def _transfer_rejected(cmd: Deposit | Withdraw, reason: RejectReason) -> TransferRejected:
+    return TransferRejected(ts=cmd.ts, account_id=cmd.account_id, asset=cmd.asset, amount=cmd.amount,
+                            request_id=cmd.request_id, reason=reason)
