@@ -155,12 +155,46 @@ class PartitionRunner:
             if position is not None:
                 self._positions[stream] = position.last_id
         if self.agent.recover == "changelog":
-            for table in self.agent.tables:
-                await table.restore(self.app.transport, self.partition)
+            await self._restore_tables()
         else:
             self._replay_until = {s: id_key(p) for s, p in self._positions.items() if p != START}
             self._positions = dict.fromkeys(self.streams, START)
             self.context.replaying = bool(self._replay_until)
+
+    async def _restore_tables(self) -> None:
+        """Rebuild the agent's table partitions, unless a co-owner running here already holds them."""
+        locks = self._locks_needed()
+        for lock in locks:
+            await lock.acquire()
+        try:
+            holders = self.app.table_holders
+            for table in self.agent.tables:
+                key = (table.name, self.partition)
+                if not holders.get(key):
+                    await table.restore(self.app.transport, self.partition)
+                holders.setdefault(key, set()).add(self.agent.name)
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+    def leave_tables(self, failed: bool) -> None:
+        """Stop holding the table partitions; after a failure, make every co-owner rebuild too.
+
+        Called before the tables' locks are released, so no co-owner can commit on top
+        of this runner's uncommitted writes.
+        """
+        holders = self.app.table_holders
+        for table in self.agent.tables:
+            key = (table.name, self.partition)
+            owners = holders.get(key, set())
+            owners.discard(self.agent.name)
+            if failed:
+                for other in owners:
+                    runner = self.app.runners.get((other, self.partition))
+                    if runner is not None:
+                        runner.lost = True
+                owners.clear()
+                table.drop(self.partition)
 
     # -- what the agent stream calls -------------------------------------------
 
@@ -207,6 +241,8 @@ class PartitionRunner:
                     for lock in self._locks_needed():
                         await lock.acquire()
                         self._locks.append(lock)
+                    if self.lost:  # a co-owner failed while we waited: our tables are gone
+                        raise FencedError(f"{self.agent.name}:{self.partition}: shared state lost")
                     return True
                 await self._commit()  # only undecodable entries: move them aside now
         return False
@@ -298,6 +334,7 @@ class PartitionRunner:
     async def run(self) -> None:
         """Run the agent function until stopped, restarting it after each poison event."""
         set_context(self.context)
+        failed = True
         try:
             while True:
                 try:
@@ -311,8 +348,10 @@ class PartitionRunner:
                     self.handle_error(exc)
                     continue
                 if self.app.stopping or self.lost:
+                    failed = self.lost
                     break
                 log.warning("%s returned before shutdown; starting it again", self.agent.name)
         finally:
+            self.leave_tables(failed)
             self._release_locks()
             set_context(None)

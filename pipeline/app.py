@@ -71,6 +71,8 @@ class App:
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._table_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # (table, partition) -> agents running here that hold it loaded
+        self.table_holders: dict[tuple[str, int], set[str]] = {}
         self._stop_requested: asyncio.Event | None = None
 
     # -- declaring ---------------------------------------------------------------
@@ -217,16 +219,18 @@ class App:
             self.runners[(agent.name, partition)] = runner
             renewal = asyncio.create_task(self._renew(runner, key, value))
             try:
-                await runner.prepare()
+                try:
+                    await runner.prepare()
+                except BaseException:
+                    runner.leave_tables(failed=True)
+                    raise
                 runner.ready = True
                 await runner.run()
             except FencedError as exc:
                 log.warning("%s:%d lost its partition (%s); rebuilding", agent.name, partition, exc)
                 value = None
-                self._drop_state(agent, partition)
             except Exception:
                 log.exception("%s:%d failed; rebuilding from the committed state", agent.name, partition)
-                self._drop_state(agent, partition)
                 await self._pause(0.5)
             finally:
                 renewal.cancel()
@@ -242,11 +246,6 @@ class App:
         if held is not None and await self.transport.renew_lease(key, held, self.lease_ttl_ms):
             return held
         return await self.transport.acquire_lease(key, self.owner, self.lease_ttl_ms)
-
-    @staticmethod
-    def _drop_state(agent: Agent[Any], partition: int) -> None:
-        for table in agent.tables:
-            table.drop(partition)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once when the app is asked to stop."""

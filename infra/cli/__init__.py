@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `exchange topics tail ... | head`
+        sys.stderr.close()
+        return 0
     return int(code or 0)
 
 

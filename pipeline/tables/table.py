@@ -127,6 +127,9 @@ class Table(Generic[K, V]):
     def items(self) -> Iterator[tuple[K, V]]:
         return iter(self._data().items())
 
+    def values(self) -> Iterator[V]:
+        return iter(self._data().values())
+
     def _write(self, key: K, value: Any) -> None:
         context = current_context()
         if context is None:

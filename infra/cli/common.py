@@ -1,0 +1,48 @@
+"""Shared helpers of the command-line tools: finding the stream store, printing tables."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from infra.config import ServicesConfig
+from infra.services.embedded import EmbeddedServices
+from pipeline.errors import ExchangeError
+
+
+class ToolError(ExchangeError):
+    """A command-line tool cannot do what was asked (printed without a traceback)."""
+
+
+def redis_url(config: ServicesConfig | None = None) -> str:
+    """The stream store's URL: REDIS_URL, or the running embedded Valkey (never starts one)."""
+    config = config or ServicesConfig.from_env()
+    if config.redis_url:
+        return config.redis_url
+    valkey = EmbeddedServices(config).valkey
+    if valkey.pid is None or valkey.url is None:
+        raise ToolError(
+            f"no Valkey is running for data dir {config.data_dir}: "
+            "start it with `exchange services up` (or set REDIS_URL)"
+        )
+    return valkey.url
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO = sys.stdout) -> None:
+    """Print rows as aligned columns; numbers align right."""
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [bool(rows) and all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [cell.rjust(w) if numeric[i] else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths,
+                                                                                                   strict=True))]
+        return "  ".join(parts).rstrip()
+
+    print(line(cells[0]), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in cells[1:]:
+        print(line(row), file=out)
+    if not rows:
+        print("(none)", file=out)

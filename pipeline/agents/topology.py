@@ -1,0 +1,55 @@
+"""The exchange's topics: names, what each carries, and how entries are keyed.
+
+    api ──► orders.in ──► validate ──► orders.valid ──► risk ──► orders.accepted ──► match
+    match ──► orders.events ──► settle ──► accounts.events
+    validate, risk ──► orders.rejected  (refused before they reached the matcher)
+    orders.events + orders.rejected + accounts.events ──► publish ──► market data, user streams
+
+Rejections decided before matching go to their own topic: settle acts on the
+matcher's events only (a matcher rejection releases a hold; an earlier one never
+took any). Risk and settle share the accounts state (one owner of balances) and run
+in the same worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.core.messages import (
+    AccountEvent,
+    CancelAll,
+    CancelOrder,
+    CancelRejected,
+    CancelReplace,
+    Command,
+    OrderEvent,
+    OrderRejected,
+    PlaceOrder,
+    SetMarketStatus,
+)
+
+MatchCommand = PlaceOrder | CancelOrder | CancelAll | CancelReplace | SetMarketStatus
+"""What the matcher consumes: order commands with their holds taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic of the exchange and what its entries are keyed by."""
+
+    name: str
+    value_type: Any
+    key: str
+    description: str
+
+
+ORDERS_IN = TopicSpec("orders.in", Command, "account_id", "commands from the API, durable before the ack")
+ORDERS_VALID = TopicSpec("orders.valid", Command, "account_id", "commands that passed the market filters")
+ORDERS_ACCEPTED = TopicSpec("orders.accepted", MatchCommand, "symbol", "order commands with funds held")
+ORDERS_EVENTS = TopicSpec("orders.events", OrderEvent, "symbol", "the matcher's events: accepted, trades, end")
+ORDERS_REJECTED = TopicSpec(
+    "orders.rejected", OrderRejected | CancelRejected, "account_id", "refused by validate or risk"
+)
+ACCOUNTS_EVENTS = TopicSpec("accounts.events", AccountEvent, "account_id", "holds, settlements, fees, balances")
+
+TOPICS = (ORDERS_IN, ORDERS_VALID, ORDERS_ACCEPTED, ORDERS_EVENTS, ORDERS_REJECTED, ACCOUNTS_EVENTS)

@@ -1,0 +1,83 @@
+"""The exchange pipeline wired in one place: topics, tables and the five agents.
+
+    exchange = build_exchange(transport, PipelineConfig.from_env())
+    await exchange.app.start()
+    await exchange.orders_in.send(PlaceOrder(...), key=account_id)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.agents.accounts import SharedAccounts, accounts_tables
+from pipeline.agents.match import register_match
+from pipeline.agents.risk import register_risk
+from pipeline.agents.settle import register_settle
+from pipeline.agents.topology import (
+    ACCOUNTS_EVENTS,
+    ORDERS_ACCEPTED,
+    ORDERS_EVENTS,
+    ORDERS_IN,
+    ORDERS_REJECTED,
+    ORDERS_VALID,
+    TopicSpec,
+)
+from pipeline.agents.validate import register_validate
+from pipeline.app import App
+from pipeline.config import PipelineConfig
+from pipeline.core.markets import Market, load_markets
+from pipeline.topics import Topic
+from pipeline.transport.base import Transport
+
+
+@dataclass
+class Exchange:
+    """The app and its topics, for producers, tests and tools."""
+
+    app: App
+    markets: dict[str, Market]
+    orders_in: Topic[Any]
+    orders_valid: Topic[Any]
+    orders_accepted: Topic[Any]
+    orders_events: Topic[Any]
+    orders_rejected: Topic[Any]
+    accounts_events: Topic[Any]
+    accounts: dict[int, SharedAccounts]
+
+
+def build_exchange(
+    transport: Transport,
+    config: PipelineConfig | None = None,
+    *,
+    markets: Mapping[str, Market] | None = None,
+    clock: Callable[[], int] = time.time_ns,
+    owner: str | None = None,
+) -> Exchange:
+    """Declare every topic, table and agent of the exchange on a new App."""
+    config = config or PipelineConfig()
+    markets = dict(markets if markets is not None else load_markets(config.markets_file))
+    app = App("exchange", transport, clock=clock, batch_size=config.batch_size,
+              lease_ttl_ms=config.lease_ttl_ms, owner=owner)
+
+    def topic(spec: TopicSpec, max_pending: int | None = None) -> Topic[Any]:
+        return app.topic(spec.name, value_type=spec.value_type, max_pending=max_pending)
+
+    orders_in = topic(ORDERS_IN, config.orders_max_pending)
+    orders_valid = topic(ORDERS_VALID)
+    orders_accepted = topic(ORDERS_ACCEPTED)
+    orders_events = topic(ORDERS_EVENTS)
+    orders_rejected = topic(ORDERS_REJECTED)
+    accounts_events = topic(ACCOUNTS_EVENTS)
+
+    balances, holds = accounts_tables(app, partitions=1)
+    shared = {0: SharedAccounts(markets, balances, holds)}
+
+    register_validate(app, markets, orders_in, orders_valid, orders_rejected)
+    register_risk(app, shared, orders_valid, orders_accepted, orders_rejected, accounts_events)
+    register_match(app, markets, orders_accepted, orders_events)
+    register_settle(app, shared, orders_events, accounts_events)
+    return Exchange(app, markets, orders_in, orders_valid, orders_accepted, orders_events, orders_rejected,
+                    accounts_events, shared)
