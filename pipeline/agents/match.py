@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pipeline.agent import AgentStream
+from pipeline.agents.events import BookChanged
 from pipeline.agents.topology import MatchCommand
 from pipeline.app import App
 from pipeline.core.engine import MatchingEngine
@@ -31,5 +32,25 @@ def register_match(
         emit = orders_events.emit
         async for batch in stream.batches():
             for command in batch:
+                symbol = command.symbol
                 for event in engine.process(command):
-                    emit(event, key=event.symbol)  # type: ignore[arg-type,union-attr]
+                    emit(event, key=symbol)  # type: ignore[arg-type]
+                change = book_change(engine, command.ts, symbol)
+                if change is not None:
+                    emit(change, key=symbol)
+
+
+def book_change(engine: MatchingEngine, ts: int, symbol: str) -> BookChanged | None:
+    """What the last command did to the book of `symbol`, if anything."""
+    try:
+        book = engine.book(symbol)
+    except KeyError:
+        return None
+    changes = book.drain_changes()
+    if not changes:
+        return None
+    return BookChanged(
+        ts=ts, symbol=symbol,
+        bids=[(price, total) for is_buy, price, total in changes if is_buy],
+        asks=[(price, total) for is_buy, price, total in changes if not is_buy],
+    )

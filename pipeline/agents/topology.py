@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.agents.events import BookChanged
 from pipeline.core.messages import (
     AccountEvent,
     CancelAll,
@@ -46,7 +47,9 @@ class TopicSpec:
 ORDERS_IN = TopicSpec("orders.in", Command, "account_id", "commands from the API, durable before the ack")
 ORDERS_VALID = TopicSpec("orders.valid", Command, "account_id", "commands that passed the market filters")
 ORDERS_ACCEPTED = TopicSpec("orders.accepted", MatchCommand, "symbol", "order commands with funds held")
-ORDERS_EVENTS = TopicSpec("orders.events", OrderEvent, "symbol", "the matcher's events: accepted, trades, end")
+ORDERS_EVENTS = TopicSpec(
+    "orders.events", OrderEvent | BookChanged, "symbol", "the matcher's events: accepted, trades, end, book levels"
+)
 ORDERS_REJECTED = TopicSpec(
     "orders.rejected", OrderRejected | CancelRejected, "account_id", "refused by validate or risk"
 )

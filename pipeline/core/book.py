@@ -110,7 +110,7 @@ class BookSnapshot(msgspec.Struct, frozen=True, array_like=True):
 class OrderBook:
     """The resting orders of one market."""
 
-    __slots__ = ("ask_prices", "asks", "bid_prices", "bids", "by_account", "orders", "symbol")
+    __slots__ = ("ask_prices", "asks", "bid_prices", "bids", "by_account", "changed", "orders", "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
@@ -123,6 +123,8 @@ class OrderBook:
         self.ask_prices: list[list[int]] = self.asks._list._lists  # type: ignore[attr-defined]
         self.orders: dict[int, RestingOrder] = {}
         self.by_account: dict[int, dict[str, RestingOrder]] = {}
+        # Levels whose total changed since the last `drain_changes()`: (is_buy, price) -> None.
+        self.changed: dict[tuple[bool, int], None] = {}
 
     # ------------------------------------------------------------------ changes
 
@@ -141,6 +143,7 @@ class OrderBook:
         level.tail = order
         level.total += order.remaining
         level.count += 1
+        self.changed[(order.is_buy, order.price)] = None
         order.level = level
         self.orders[order.order_id] = order
         account_orders = self.by_account.get(order.account_id)
@@ -164,6 +167,7 @@ class OrderBook:
             nxt.prev = prev
         level.total -= order.remaining
         level.count -= 1
+        self.changed[(order.is_buy, level.price)] = None
         if level.count == 0:
             del (self.bids if order.is_buy else self.asks)[level.price]
         order.prev = order.next = order.level = None
@@ -180,8 +184,24 @@ class OrderBook:
         level = order.level
         assert level is not None
         level.total -= lots
+        self.changed[(order.is_buy, level.price)] = None
         if order.remaining == 0:
             self.remove(order)
+
+    def drain_changes(self) -> list[tuple[bool, int, int]]:
+        """Levels changed since the last call, as (is_buy, price ticks, total lots now; 0 = gone).
+
+        In the order each level first changed; a level changed several times appears once.
+        """
+        if not self.changed:
+            return []
+        bids, asks = self.bids, self.asks
+        out = []
+        for is_buy, price in self.changed:
+            level = (bids if is_buy else asks).get(price)
+            out.append((is_buy, price, 0 if level is None else level.total))
+        self.changed = {}
+        return out
 
     # ------------------------------------------------------------------ queries
 
@@ -238,6 +258,7 @@ class OrderBook:
         for o in snapshot.orders:
             book.add(RestingOrder(o.order_id, o.account_id, o.client_order_id, o.side == "BUY",
                                   o.price_ticks, o.qty_lots, o.remaining_lots, o.filled_quote, o.ts))
+        book.changed = {}
         return book
 
     def state_hash(self) -> str:

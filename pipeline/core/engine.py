@@ -167,7 +167,16 @@ class MatchingEngine:
         state = self._states.get(cmd.symbol)
         if state is None:
             return [_rejected(cmd, "UNKNOWN_SYMBOL")]
-        reason = check_order(cmd, state.market) or _id_conflict(state, cmd)
+        reason = check_order(cmd, state.market)
+        if reason is None:
+            book = state.book
+            if cmd.order_id in book.orders:
+                reason = "DUPLICATE_ORDER_ID"
+            else:
+                open_ids = book.by_account.get(cmd.account_id)
+                if (open_ids is not None and cmd.client_order_id in open_ids) or \
+                        state.ended_ids.contains(cmd.ts, cmd.account_id, cmd.client_order_id):
+                    reason = "DUPLICATE_CLIENT_ORDER_ID"
         if reason is not None:
             return [_rejected(cmd, reason)]
         events: list[Event] = []

@@ -29,13 +29,20 @@ class Commit:
     `offsets` maps input stream -> (last entry id consumed, number of entries consumed
     in this batch). `outputs` are (stream, payload) pairs appended in order.
     `lease` is (lease key, expected owner value): if the stored value differs the
-    whole commit is refused with `FencedError`.
+    whole commit is refused with `FencedError`. `writes` are plain key/value updates
+    of read models, applied in the same atomic step: ``("HSET", key, field, value)``,
+    ``("HDEL", key, field)``, ``("SET", key, value)`` or ``("DEL", key)``.
     """
 
     consumer: str
     offsets: dict[str, tuple[str, int]] = field(default_factory=dict)
     outputs: list[tuple[str, bytes]] = field(default_factory=list)
     lease: tuple[str, str] | None = None
+    writes: list[tuple[str | bytes, ...]] = field(default_factory=list)
+
+
+WRITE_COMMANDS = frozenset({"HSET", "HDEL", "SET", "DEL"})
+"""The read-model updates a commit may carry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,14 @@ class Transport(Protocol):
 
     async def commit(self, commit: Commit) -> None:
         """Apply a batch atomically; raise `FencedError` if the lease check fails."""
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """A read-model string value."""
+        ...
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        """A read-model hash."""
         ...
 
     async def produce(self, stream: str, payloads: list[bytes], max_pending: int | None = None) -> list[str]:

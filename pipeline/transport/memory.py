@@ -33,6 +33,8 @@ class MemoryTransport:
         self._leases: dict[str, tuple[str, float]] = {}
         self._tokens = itertools.count(1)
         self._changed = asyncio.Condition()
+        self._strings: dict[str, bytes] = {}
+        self._hashes: dict[str, dict[bytes, bytes]] = {}
 
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
@@ -94,11 +96,40 @@ class MemoryTransport:
             raise FencedError(f"lease {commit.lease[0]} is not held by {commit.lease[1]}")
         for stream, data in commit.outputs:
             self._append(stream, data)
+        for write in commit.writes:
+            self._apply_write(write)
         positions = self._positions.setdefault(commit.consumer, {})
         for stream, (last_id, consumed) in commit.offsets.items():
             before = positions.get(stream, Position("0-0", 0))
             positions[stream] = Position(last_id, before.consumed + consumed)
         await self._notify()
+
+    def _apply_write(self, write: tuple[str | bytes, ...]) -> None:
+        command, key, *args = (_text(w) if i < 2 else _bytes(w) for i, w in enumerate(write))
+        assert isinstance(command, str) and isinstance(key, str)
+        if command == "HSET":
+            fields = self._hashes.setdefault(key, {})
+            for i in range(0, len(args), 2):
+                fields[_bytes(args[i])] = _bytes(args[i + 1])
+        elif command == "HDEL":
+            fields = self._hashes.get(key, {})
+            for name in args:
+                fields.pop(_bytes(name), None)
+            if not fields:
+                self._hashes.pop(key, None)
+        elif command == "SET":
+            self._strings[key] = _bytes(args[0])
+        elif command == "DEL":
+            self._strings.pop(key, None)
+            self._hashes.pop(key, None)
+        else:
+            raise ValueError(f"unsupported write {command}")
+
+    async def get(self, key: str) -> bytes | None:
+        return self._strings.get(key)
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        return dict(self._hashes.get(key, {}))
 
     async def produce(self, stream: str, payloads: list[bytes], max_pending: int | None = None) -> list[str]:
         if max_pending is not None:
@@ -155,3 +186,13 @@ class MemoryTransport:
 
     async def close(self) -> None:
         return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: str | bytes | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()

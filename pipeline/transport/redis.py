@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from pipeline.errors import BackpressureError, FencedError, TransportError
-from pipeline.transport.base import Commit, Entry, Position, StreamInfo
+from pipeline.transport.base import WRITE_COMMANDS, Commit, Entry, Position, StreamInfo
 
 _COMMIT = """
 local lease = ARGV[1]
@@ -47,6 +47,13 @@ while k <= #KEYS do
   redis.call('HINCRBY', KEYS[k + 1], 'added', n)
   i = i + 2
   k = k + 2
+end
+local writes = tonumber(ARGV[i] or '0')
+i = i + 1
+for _ = 1, writes do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + 1 + argc
 end
 return 1
 """
@@ -156,12 +163,28 @@ class RedisTransport:
             # script splits: packing one argument per entry costs the client ~0.5 us each.
             keys += (stream, f"meta:{stream}")
             args += (b"".join(payloads), struct.pack(f">{len(payloads)}I", *map(len, payloads)))
+        if commit.writes:
+            # Read-model writes go last; their keys are not declared (single-node only, like
+            # the backpressure check's consumer positions).
+            args.append(len(commit.writes))
+            for write in commit.writes:
+                if write[0] not in WRITE_COMMANDS:
+                    raise ValueError(f"unsupported write {write[0]!r}")
+                args.append(len(write))
+                args += write
         try:
             await self._commit(keys=keys, args=args)
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
                 raise FencedError(f"{commit.consumer}: {exc}") from None
             raise TransportError(str(exc)) from exc
+
+    async def get(self, key: str) -> bytes | None:
+        value: bytes | None = await self._redis.get(key)
+        return value
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        return dict(await self._redis.hgetall(key))  # type: ignore[misc]
 
     async def produce(self, stream: str, payloads: list[bytes], max_pending: int | None = None) -> list[str]:
         limit = -1 if max_pending is None else max_pending

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.agents.match import book_change
 from pipeline.agents.settle import touched_holds
 from pipeline.agents.validate import MarketView, order_rejection, rejected
 from pipeline.core.accounts import Accounts
@@ -78,3 +79,6 @@ class StagedOracle:
             self.orders_events.append(event)
             if touched_holds(event):
                 self.accounts_events.extend(self.accounts.settle(event))
+        change = book_change(self.engine, command.ts, command.symbol)
+        if change is not None:
+            self.orders_events.append(change)

@@ -113,3 +113,19 @@ async def test_streams_lists_length_and_added(transport: Transport) -> None:
     assert infos["a:0"].length == 2 and infos["a:0"].added == 2
     assert infos["b:0"].length == 1 and infos["b:0"].last_id is not None
     assert [i.stream for i in await transport.streams("a")] == ["a:0"]
+
+
+async def test_commit_applies_read_model_writes_atomically(transport: Transport) -> None:
+    (entry_id,) = await transport.produce("in:0", [b"x"])
+    await transport.commit(Commit("a", {"in:0": (entry_id, 1)}, [], None, [
+        ("HSET", "depth:X", "100", "5", "101", "7"), ("SET", "last:X", b"42"), ("HDEL", "depth:X", "101"),
+    ]))
+    assert await transport.hgetall("depth:X") == {b"100": b"5"}
+    assert await transport.get("last:X") == b"42"
+    lease = await transport.acquire_lease("lease:a:0", "me", 10_000)
+    assert lease is not None
+    with pytest.raises(FencedError):
+        await transport.commit(Commit("a", {}, [], ("lease:a:0", "old#1"), [("SET", "last:X", b"43")]))
+    assert await transport.get("last:X") == b"42"
+    await transport.commit(Commit("a", {}, [], None, [("DEL", "depth:X")]))
+    assert await transport.hgetall("depth:X") == {}

@@ -1,0 +1,314 @@
+"""Benchmark of the pure matching core on a realistic order mix over 10 markets.
+
+Run: .venv/bin/python -m bench.core_bench [--orders N] [--seed S] [--write-docs]
+
+Mix: about 60% limit orders added near the touch, 30% cancels of live orders, 10%
+orders that cross (IOC limits through the touch and market orders). Commands are
+generated up front (with a shadow engine, so cancels hit live orders), then timed:
+throughput without per-order timers, latency with `time.perf_counter_ns` per order,
+each under default GC and under `gc.freeze()` + raised thresholds. A bare
+sortedcontainers book (SortedDict of price -> deque, lazy cancel, no events) doing
+the same operations in the same run is the baseline, so results read as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+
+from sortedcontainers import SortedDict
+
+from pipeline.core.engine import MatchingEngine
+from pipeline.core.markets import Market, load_markets
+from pipeline.core.messages import CancelOrder, Event, OrderCanceled, OrderExpired, OrderFilled, PlaceOrder
+
+EngineCommand = PlaceOrder | CancelOrder
+DOCS_FILE = Path(__file__).resolve().parent.parent / "docs" / "bench-core.md"
+
+# Baseline operations: (kind, market index, order id, is_buy, price, qty); kind 0 add, 1 cancel, 2 take.
+BareOp = tuple[int, int, int, bool, int, int]
+
+
+# ------------------------------------------------------------------ the order flow
+
+
+def generate(markets: dict[str, Market], n: int, seed: int) -> list[EngineCommand]:
+    """The command mix, produced against a shadow engine so cancels target live orders."""
+    rng = random.Random(seed)
+    symbols = list(markets)
+    mids = {s: _realistic_mid(markets[s]) for s in symbols}
+    # Smallest order whose notional meets the market's minimum at the mid price.
+    min_lots = {s: max(markets[s].min_qty_lots,
+                       -(-markets[s].min_notional_quote // (mids[s] * markets[s].quote_per_tick_lot)))
+                for s in symbols}
+    shadow = MatchingEngine(markets)
+    live: dict[str, list[tuple[int, int]]] = {s: [] for s in symbols}  # (order id, account)
+    position: dict[tuple[str, int], int] = {}
+    commands: list[EngineCommand] = []
+    next_id = 0
+    for i in range(n):
+        symbol = rng.choice(symbols)
+        account = rng.randint(1, 200)
+        roll = rng.random()
+        ts = i * 1_000
+        book = shadow.book(symbol)
+        if roll < 0.30 and live[symbol]:
+            orders = live[symbol]
+            k = rng.randrange(len(orders))
+            order_id, account = orders[k]
+            cmd: EngineCommand = CancelOrder(ts=ts, account_id=account, symbol=symbol, order_id=order_id)
+        else:
+            next_id += 1
+            side = "BUY" if rng.random() < 0.5 else "SELL"
+            bid, ask = book.best_bid(), book.best_ask()
+            mid = mids[symbol]
+            if bid is not None and ask is not None:
+                mid = (bid + ask) // 2
+                mids[symbol] = mid
+            qty = min_lots[symbol] * rng.randint(1, 20)
+            common = dict(ts=ts, account_id=account, symbol=symbol, order_id=next_id,
+                          client_order_id=f"b{next_id}", side=side)
+            if roll < 0.90:  # passive limit near the touch
+                away = rng.randint(1, 10)
+                price = mid - away if side == "BUY" else mid + away
+                cmd = PlaceOrder(**common, price_ticks=price, qty_lots=qty)  # type: ignore[arg-type]
+            elif roll < 0.97:  # IOC through the touch
+                through = rng.randint(0, 5)
+                price = mid + through if side == "BUY" else mid - through
+                cmd = PlaceOrder(**common, price_ticks=price, qty_lots=qty,  # type: ignore[arg-type]
+                                 time_in_force="IOC")
+            else:
+                cmd = PlaceOrder(**common, order_type="MARKET", qty_lots=qty)  # type: ignore[arg-type]
+        commands.append(cmd)
+        _forget_ended(shadow.process(cmd), live, position)
+        if isinstance(cmd, PlaceOrder) and book.get(cmd.order_id) is not None:
+            position[(symbol, cmd.order_id)] = len(live[symbol])
+            live[symbol].append((cmd.order_id, cmd.account_id))
+    return commands
+
+
+PRICES = {"BTC": "60000", "ETH": "3000", "SOL": "150", "BNB": "600", "XRP": "0.6", "ADA": "0.45",
+          "DOGE": "0.15", "LTC": "80", "USDT": "1"}
+
+
+def _realistic_mid(market: Market) -> int:
+    """Ticks of a plausible price: the base's USD price over the quote's, on the tick grid."""
+    price = Decimal(PRICES[market.base_asset.symbol]) / Decimal(PRICES[market.quote_asset.symbol])
+    return max(1, int(price / Decimal(market.spec.tick_size)))
+
+
+def _forget_ended(events: list[Event], live: dict[str, list[tuple[int, int]]],
+                  position: dict[tuple[str, int], int]) -> None:
+    """Drop ended orders from the per-market live lists (swap-remove keeps it O(1))."""
+    for event in events:
+        if isinstance(event, OrderFilled | OrderCanceled | OrderExpired):
+            k = position.pop((event.symbol, event.order_id), None)
+            if k is None:
+                continue
+            orders = live[event.symbol]
+            last = orders.pop()
+            if k < len(orders):
+                orders[k] = last
+                position[(event.symbol, last[0])] = k
+
+
+# ------------------------------------------------------------------ the baseline
+
+
+class BareBook:
+    """The simplest fast book: SortedDict price -> deque of [id, qty], dict id -> entry, lazy cancel."""
+
+    __slots__ = ("asks", "bids", "index")
+
+    def __init__(self) -> None:
+        self.bids: SortedDict[int, deque[list[int]]] = SortedDict()
+        self.asks: SortedDict[int, deque[list[int]]] = SortedDict()
+        self.index: dict[int, tuple[bool, int, list[int]]] = {}
+
+    def add(self, order_id: int, is_buy: bool, price: int, qty: int) -> None:
+        side = self.bids if is_buy else self.asks
+        level = side.get(price)
+        if level is None:
+            level = side[price] = deque()
+        entry = [order_id, qty]
+        level.append(entry)
+        self.index[order_id] = (is_buy, price, entry)
+
+    def cancel(self, order_id: int) -> None:
+        found = self.index.pop(order_id, None)
+        if found is not None:
+            found[2][1] = 0  # lazily skipped when matched
+
+    def take(self, is_buy: bool, limit: int, qty: int) -> int:
+        side = self.asks if is_buy else self.bids
+        filled = 0
+        while qty and side:
+            price, level = side.peekitem(0 if is_buy else -1)
+            if (price > limit) if is_buy else (price < limit):
+                break
+            while level and qty:
+                entry = level[0]
+                if entry[1] == 0:
+                    level.popleft()
+                    continue
+                lots = min(qty, entry[1])
+                entry[1] -= lots
+                qty -= lots
+                filled += lots
+                if entry[1] == 0:
+                    level.popleft()
+                    self.index.pop(entry[0], None)
+            if not level:
+                del side[price]
+        return filled
+
+
+def bare_ops(commands: Sequence[EngineCommand], symbols: list[str]) -> list[BareOp]:
+    position = {s: i for i, s in enumerate(symbols)}
+    ops: list[BareOp] = []
+    for c in commands:
+        m = position[c.symbol]
+        if isinstance(c, CancelOrder):
+            ops.append((1, m, c.order_id, False, 0, 0))
+        elif c.order_type == "MARKET":
+            ops.append((2, m, c.order_id, c.side == "BUY", 1 << 62 if c.side == "BUY" else 0, c.qty_lots))
+        elif c.time_in_force == "IOC":
+            ops.append((2, m, c.order_id, c.side == "BUY", c.price_ticks, c.qty_lots))
+        else:
+            ops.append((0, m, c.order_id, c.side == "BUY", c.price_ticks, c.qty_lots))
+    return ops
+
+
+def run_bare(ops: Sequence[BareOp], n_markets: int) -> None:
+    books = [BareBook() for _ in range(n_markets)]
+    for kind, m, order_id, is_buy, price, qty in ops:
+        book = books[m]
+        if kind == 1:
+            book.cancel(order_id)
+        elif kind == 0:
+            # a passive add that crosses trades first, as the engine does
+            rest = qty - book.take(is_buy, price, qty)
+            if rest:
+                book.add(order_id, is_buy, price, rest)
+        else:
+            book.take(is_buy, price, qty)
+
+
+# ------------------------------------------------------------------ measurements
+
+
+class GcMode:
+    def __init__(self, name: str, setup: Callable[[], None]) -> None:
+        self.name, self.setup = name, setup
+
+
+def gc_default() -> None:
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    gc.enable()
+
+
+def gc_frozen() -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(5_000, 1_000, 1_000)
+
+
+def throughput(commands: Sequence[EngineCommand], markets: dict[str, Market], mode: Callable[[], None],
+               ) -> float:
+    engine = MatchingEngine(markets)
+    process = engine.process
+    mode()
+    start = time.perf_counter()
+    for cmd in commands:
+        process(cmd)
+    elapsed = time.perf_counter() - start
+    gc_default()
+    return len(commands) / elapsed
+
+
+def latencies(commands: Sequence[EngineCommand], markets: dict[str, Market], mode: Callable[[], None],
+              ) -> list[int]:
+    engine = MatchingEngine(markets)
+    process = engine.process
+    clock = time.perf_counter_ns
+    out = [0] * len(commands)
+    mode()
+    for i, cmd in enumerate(commands):
+        t0 = clock()
+        process(cmd)
+        out[i] = clock() - t0
+    gc_default()
+    return out
+
+
+def bare_throughput(ops: Sequence[BareOp], n_markets: int, mode: Callable[[], None]) -> float:
+    mode()
+    start = time.perf_counter()
+    run_bare(ops, n_markets)
+    elapsed = time.perf_counter() - start
+    gc_default()
+    return len(ops) / elapsed
+
+
+def percentile(sorted_values: Sequence[int], p: float) -> int:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p / 100))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--orders", type=int, default=300_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--write-docs", action="store_true", help=f"write the results to {DOCS_FILE}")
+    args = parser.parse_args(argv)
+
+    markets = load_markets()
+    symbols = list(markets)
+    commands = generate(markets, args.orders, args.seed)
+    ops = bare_ops(commands, symbols)
+    kinds = {"limit add": 0, "cancel": 0, "crossing": 0}
+    for op in ops:
+        kinds[("limit add", "cancel", "crossing")[op[0]]] += 1
+
+    rows: list[str] = []
+    bare = {name: bare_throughput(ops, len(symbols), setup) for name, setup in
+            (("default GC", gc_default), ("frozen GC", gc_frozen))}
+    for name, setup in (("default GC", gc_default), ("frozen GC", gc_frozen)):
+        rate = throughput(commands, markets, setup)
+        lat = sorted(latencies(commands, markets, setup))
+        rows.append(
+            f"| {name} | {rate:,.0f} | {bare[name]:,.0f} | {rate / bare[name]:.2f} | "
+            f"{percentile(lat, 50) / 1000:.1f} | {percentile(lat, 99) / 1000:.1f} | "
+            f"{percentile(lat, 99.9) / 1000:.1f} | {lat[-1] / 1000:.0f} |")
+    header = [
+        "| GC | engine orders/s | bare book ops/s | ratio | p50 us | p99 us | p99.9 us | worst us |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    mix = ", ".join(f"{k} {v / len(ops):.0%}" for k, v in kinds.items())
+    context = (f"{len(commands):,} commands over {len(symbols)} markets ({mix}); "
+               f"Python {platform.python_version()} on {platform.machine()}, seed {args.seed}")
+    table = "\n".join(header + rows)
+    print(context)
+    print(table)
+    if args.write_docs:
+        command = "python -m bench.core_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        DOCS_FILE.write_text(
+            "# Benchmark: the pure matching core\n\n"
+            f"Command: `.venv/bin/{command.strip()}`\n\n{context}.\n\n{table}\n\n"
+            "Engine: `MatchingEngine.process` per command (validation, id checks, matching, events).\n"
+            "Bare book: SortedDict of price -> deque with lazy cancel and no events, same operations, "
+            "same run.\nLatency: `time.perf_counter_ns` around each `process` call (includes the timer).\n"
+            "Frozen GC: `gc.collect(); gc.freeze(); gc.set_threshold(5_000, 1_000, 1_000)` after setup.\n"
+            "Targets (issue 3): at least 400k orders/s, worst single order under 5 ms.\n")
+
+
+if __name__ == "__main__":
+    main()
