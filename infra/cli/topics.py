@@ -80,7 +80,8 @@ async def cmd_lag(args: argparse.Namespace) -> int:
         rows = []
         for consumer in await transport.all_consumers():
             positions = await transport.positions(consumer)
-            streams = sorted({*positions, *(s for s in added if consumer in await transport.consumers(s))})
+            registered = [s for s in added if consumer in await transport.consumers(s)]
+            streams = sorted({*positions, *registered})
             for stream in streams:
                 position = positions.get(stream)
                 consumed = position.consumed if position else 0

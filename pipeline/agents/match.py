@@ -22,7 +22,7 @@ def register_match(
     app: App,
     markets: Mapping[str, Market],
     orders_accepted: Topic[MatchCommand],
-    orders_events: Topic[OrderEvent],
+    orders_events: Topic[OrderEvent | BookChanged],
 ) -> None:
     """Declare the match agent on `app`."""
 

@@ -50,7 +50,7 @@ def register_risk(
                     state.mirror(events, ())
                     continue
                 if not isinstance(command, PlaceOrder | CancelReplace):
-                    orders_accepted.emit(command, key=command.symbol)  # type: ignore[arg-type]
+                    orders_accepted.emit(command, key=command.symbol)
                     continue
                 order = command if isinstance(command, PlaceOrder) else command.new_order
                 held, events = accounts.take_hold(order)

@@ -146,13 +146,6 @@ class Accounts:
             return None
         return HoldState(h.symbol, h.order_id, h.account_id, h.asset, h.remaining, h.fee_scaled, h.fee_charged)
 
-    def hold_state(self, symbol: str, order_id: int) -> HoldState | None:
-        """The full hold record of an order as data, or None if it holds nothing."""
-        h = self._holds.get((symbol, order_id))
-        if h is None:
-            return None
-        return HoldState(h.symbol, h.order_id, h.account_id, h.asset, h.remaining, h.fee_scaled, h.fee_charged)
-
     def total_by_asset(self) -> dict[str, int]:
         """Sum of available + locked of every account (the fee account included) per asset."""
         totals = dict.fromkeys(sorted(self.assets), 0)

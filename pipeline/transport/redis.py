@@ -102,6 +102,10 @@ def _raw_reply(response: Any, **options: Any) -> Any:
     return response
 
 
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -180,11 +184,12 @@ class RedisTransport:
             raise TransportError(str(exc)) from exc
 
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self._redis.get(key)
-        return value
+        value = await self._redis.get(key)
+        return value.encode() if isinstance(value, str) else value
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        return dict(await self._redis.hgetall(key))  # type: ignore[misc]
+        raw = await self._redis.hgetall(key)
+        return {_bytes(k): _bytes(v) for k, v in raw.items()}
 
     async def produce(self, stream: str, payloads: list[bytes], max_pending: int | None = None) -> list[str]:
         limit = -1 if max_pending is None else max_pending

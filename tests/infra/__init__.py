@@ -1,0 +1,1 @@
+"""Tests of the embedded services, configuration and the services command."""
