@@ -29,7 +29,7 @@ def say(message: str) -> None:
 
 def ensure_environment() -> None:
     """Create .venv and install the project with its test extras if pyproject.toml changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (dev.py may be started by an older Python)
         sys.exit(f"Python 3.11 or newer is needed (this is {sys.version.split()[0]})")
     if not (BIN / "python").exists():
         say(f"creating a virtual environment in {VENV}")

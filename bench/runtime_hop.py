@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from bench._valkey import running_valkey
 from pipeline.agent import AgentStream
 from pipeline.app import App, wait_for_condition
+from pipeline.batching import pack
 from pipeline.messages import Codec, Message
 from pipeline.topics import Topic
 from pipeline.transport.redis import RedisTransport
@@ -43,13 +44,17 @@ class Event(Message, frozen=True):
 CODEC: Codec[Event] = Codec(Event)
 
 
-async def prefill(client: aioredis.Redis, stream: str, events: int) -> None:
-    """Append `events` entries to `stream` in pipelined batches (not timed)."""
-    for start in range(0, events, 1000):
-        async with client.pipeline(transaction=False) as pipe:
-            for seq in range(start, min(events, start + 1000)):
-                pipe.xadd(stream, {"d": CODEC.encode(Event(seq, seq % 1000, "BTCUSDT", 100_000 + seq % 50, 3, seq))})
-            await pipe.execute()
+async def prefill(client: aioredis.Redis, stream: str, events: int, per_entry: int = 1) -> None:
+    """Append `events` messages to `stream`, `per_entry` per entry (the runtime's batch format
+    when above 1, a plain one-message entry when 1), in pipelined batches (not timed)."""
+    encoded = [CODEC.encode(Event(seq, seq % 1000, "BTCUSDT", 100_000 + seq % 50, 3, seq)) for seq in range(events)]
+    async with client.pipeline(transaction=False) as pipe:
+        for start in range(0, events, per_entry):
+            chunk = encoded[start : start + per_entry]
+            pipe.xadd(stream, {"d": pack(chunk) if per_entry > 1 else chunk[0]})
+            if len(pipe) >= 1000:
+                await pipe.execute()
+        await pipe.execute()
     await client.hset(f"meta:{stream}", "added", events)
 
 
@@ -95,12 +100,12 @@ def chain_app(url: str, hops: int) -> tuple[App, list[Topic[Event]]]:
     return app, topics
 
 
-async def runtime_chain(url: str, events: int, hops: int) -> float:
+async def runtime_chain(url: str, events: int, hops: int, per_entry: int) -> float:
     """Drain `events` through a chain of `hops` runtime agents; events/s."""
     client = aioredis.Redis.from_url(url)
     await client.flushall()
     app, topics = chain_app(url, hops)
-    await prefill(client, topics[0].stream(0), events)
+    await prefill(client, topics[0].stream(0), events, per_entry)
     transport = app.transport
     last_agent = f"hop{hops - 1}"
     stream = topics[hops - 1].stream(0)
@@ -119,12 +124,12 @@ async def runtime_chain(url: str, events: int, hops: int) -> float:
     return events / elapsed
 
 
-async def process_chain(url: str, events: int, hops: int, processes: int) -> float:
+async def process_chain(url: str, events: int, hops: int, processes: int, per_entry: int) -> float:
     """Drain `events` through `hops` agents spread over `processes` worker processes; events/s."""
     client = aioredis.Redis.from_url(url)
     await client.flushall()
     app, topics = chain_app(url, hops)
-    await prefill(client, topics[0].stream(0), events)
+    await prefill(client, topics[0].stream(0), events, per_entry)
     groups = [[f"hop{i}" for i in range(hops) if i % processes == p] for p in range(processes)]
     start = time.perf_counter()
     workers = [
@@ -165,16 +170,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
     parser.add_argument("--rounds", type=int, default=2, help="repeat each case, keep the best")
+    parser.add_argument("--per-entry", type=int, default=50,
+                        help="messages per input entry for the runtime cases (an API group commit's size)")
     args = parser.parse_args()
     gc.freeze()
     rows: list[tuple[str, float]] = []
     with running_valkey(appendonly=True, appendfsync=args.appendfsync) as server:
+        url, n, per = server.url, args.events, args.per_entry
         cases: list[tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
-            ("plain redis-py hop (baseline)", lambda: plain_hop(server.url, args.events)),
-            ("runtime hop (1 agent)", lambda: runtime_chain(server.url, args.events, 1)),
-            ("runtime chain (5 agents, 1 process)", lambda: runtime_chain(server.url, args.events, 5)),
-            ("runtime chain (5 agents, 2 processes)", lambda: process_chain(server.url, args.events, 5, 2)),
-            ("runtime chain (5 agents, 5 processes)", lambda: process_chain(server.url, args.events, 5, 5)),
+            ("plain redis-py hop (baseline)", lambda: plain_hop(url, n)),
+            ("runtime hop, input 1 msg/entry", lambda: runtime_chain(url, n, 1, 1)),
+            (f"runtime hop, input {per} msg/entry", lambda: runtime_chain(url, n, 1, per)),
+            ("runtime chain, 5 agents, 1 process", lambda: runtime_chain(url, n, 5, per)),
+            ("runtime chain, 5 agents, 2 processes", lambda: process_chain(url, n, 5, 2, per)),
+            ("runtime chain, 5 agents, 5 processes", lambda: process_chain(url, n, 5, 5, per)),
         ]
         for name, case in cases:
             best = 0.0

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import msgspec
 
+from pipeline.batching import group, pack
 from pipeline.context import BatchContext, set_context
 from pipeline.deadletter import DEAD_LETTER_CODEC, DLQ_STREAM, DeadLetter
 from pipeline.errors import FencedError
-from pipeline.transport.base import START, Commit, id_key
+from pipeline.transport.base import START, WRITE_COMMANDS, Commit, id_key
 
 if TYPE_CHECKING:
     from pipeline.app import App
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 V = TypeVar("V")
-Item = tuple[str, str, bytes, Any]
-"""(stream, entry id, raw payload, decoded value) of one input entry."""
+Item = tuple[str, str, bytes | None, Any]
+"""(stream, entry id, raw message if kept, decoded value) of one input message."""
 
 Recovery = Literal["changelog", "replay"]
 
@@ -97,6 +98,20 @@ class AgentStream(Generic[V]):
         """True while the runtime is rebuilding state by replaying already-committed input."""
         return self._runner.context.replaying
 
+    def write(self, *commands: tuple[str | bytes, ...]) -> None:
+        """Add read-model updates to the current batch, applied atomically with its commit.
+
+        Each command is one of `WRITE_COMMANDS`, e.g. ``("HSET", key, field, value, ...)``
+        or ``("SET", key, value)``. A failing event's writes are rolled back with its other
+        effects; while the runtime replays committed input, writes are dropped (they were
+        applied when that input was first committed).
+        """
+        writes = self._runner.context.writes
+        for command in commands:
+            if command[0] not in WRITE_COMMANDS:
+                raise ValueError(f"unsupported read-model write {command[0]!r}")
+            writes.append(command)
+
     def __aiter__(self) -> AsyncIterator[V]:
         return self._events()
 
@@ -128,6 +143,7 @@ class PartitionRunner:
         self.context = BatchContext(partition)
         self.state: Any = agent.state_factory(partition) if agent.state_factory else None
         self.streams = [t.stream(partition) for t in agent.topics]
+        self._decoders = {t.stream(partition): t.batch_decoder for t in agent.topics}
         self._codecs = {t.stream(partition): t.codec for t in agent.topics}
         self._positions: dict[str, str] = dict.fromkeys(self.streams, START)
         self._replay_until: dict[str, tuple[int, int]] = {}
@@ -136,7 +152,7 @@ class PartitionRunner:
         self._unit: list[Item] = []
         self._done = 0
         self._span_end = 0
-        self._savepoint = (0, 0)
+        self._savepoint = (0, 0, 0)
         self._consumed: dict[str, tuple[str, int]] = {}
         self._locks: list[asyncio.Lock] = []
         self.lost = False
@@ -255,18 +271,27 @@ class PartitionRunner:
                 entries = [e for e in entries if id_key(e[0]) <= limit]
             if not entries:
                 continue
-            codec = self._codecs[stream]
+            decoder = self._decoders[stream]
+            messages = 0
             for entry_id, raw in entries:
                 try:
-                    value = codec.decode(raw)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    self._dead_letter(stream, entry_id, raw, f"cannot decode: {exc}")
+                    values = decoder.decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    values = None
+                if values is not None:
+                    queue.extend([(stream, entry_id, None, value) for value in values])
+                    messages += len(values)
                     continue
-                queue.append((stream, entry_id, raw, value))
+                for part, value, error in decoder.decode_each(raw):  # isolate the bad messages
+                    messages += 1
+                    if value is None:
+                        self._dead_letter(stream, entry_id, part, error)
+                    else:
+                        queue.append((stream, entry_id, part, value))
             last_id = entries[-1][0]
             self._positions[stream] = last_id
             before = consumed.get(stream)
-            consumed[stream] = (last_id, (before[1] if before else 0) + len(entries))
+            consumed[stream] = (last_id, (before[1] if before else 0) + messages)
         self._check_replay_done()
 
     def _check_replay_done(self) -> None:
@@ -291,13 +316,17 @@ class PartitionRunner:
             self._consumed.clear()
             context.replaying = bool(self._replay_until)
             return
-        if not self._consumed and not context.outputs:
+        if not self._consumed and not context.outputs and not context.writes:
             return
         outputs = context.outputs
         for table in self.agent.tables:
             outputs.extend(table.changelog_entries(context))
         lease = (self.agent.lease_key(self.partition), self.lease_value) if self.lease_value else None
-        await self.app.transport.commit(Commit(self.agent.name, dict(self._consumed), outputs, lease))
+        grouped = group(outputs)
+        await self.app.transport.commit(Commit(
+            self.agent.name, dict(self._consumed), [(stream, pack(parts)) for stream, parts in grouped.items()],
+            lease, list(context.writes), messages={stream: len(parts) for stream, parts in grouped.items()},
+        ))
         self.app.metrics.record_commit(self.agent.name, len(self._consumed), len(outputs))
         context.clear()
         self._consumed.clear()
@@ -323,7 +352,9 @@ class PartitionRunner:
         rest = self._unit[self._span_end :]
         self._unit = self._unit[: self._done]
         if len(span) == 1:
-            stream, entry_id, raw, _ = span[0]
+            stream, entry_id, raw, value = span[0]
+            if raw is None:
+                raw = self._codecs[stream].encode(value)
             self._dead_letter(stream, entry_id, raw, f"{type(exc).__name__}: {exc}")
             self._queue.extendleft(reversed(rest))
         else:

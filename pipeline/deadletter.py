@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.batching import BatchDecoder
 from pipeline.messages import Codec, Message
 
 DLQ_STREAM = "dlq"
@@ -20,3 +21,6 @@ class DeadLetter(Message, frozen=True):
 
 
 DEAD_LETTER_CODEC: Codec[DeadLetter] = Codec(DeadLetter)
+
+DEAD_LETTER_ENTRIES: BatchDecoder[DeadLetter] = BatchDecoder(DeadLetter)
+"""Decodes an entry of the dead-letter stream (a batch of `DeadLetter`s)."""

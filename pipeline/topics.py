@@ -6,6 +6,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pipeline.batching import BatchDecoder, pack
 from pipeline.context import _current, current_context
 from pipeline.messages import Codec
 
@@ -54,6 +55,7 @@ class Topic(Generic[V]):
         self.max_pending = max_pending
         self.key_to_partition = key_to_partition
         self.codec: Codec[V] = Codec(value_type)
+        self.batch_decoder: BatchDecoder[V] = BatchDecoder(value_type)
         self._encode = self.codec.encode
         self._streams = [f"{name}:{p}" for p in range(partitions)]
 
@@ -88,18 +90,20 @@ class Topic(Generic[V]):
             self.emit(value, key=key, partition=partition)
             return None
         p = self.key_to_partition(key, self.partitions) if partition is None else partition
-        ids = await self.app.transport.produce(self._streams[p], [self.codec.encode(value)], self.max_pending)
+        ids = await self.app.transport.produce(
+            self._streams[p], [pack([self.codec.encode(value)])], self.max_pending, messages=1
+        )
         return ids[0]
 
     async def send_many(self, items: Iterable[tuple[Any, V]]) -> list[str]:
-        """Append many (key, value) pairs, one round trip per partition touched; returns ids in order."""
+        """Append many (key, value) pairs as one entry per partition touched; the entry id of each, in order."""
         by_partition: dict[int, list[tuple[int, bytes]]] = {}
         for index, (key, value) in enumerate(items):
             by_partition.setdefault(self.partition_for(key), []).append((index, self.codec.encode(value)))
         ids: dict[int, str] = {}
         for p, encoded in by_partition.items():
-            produced = await self.app.transport.produce(
-                self._streams[p], [data for _, data in encoded], self.max_pending
+            (entry_id,) = await self.app.transport.produce(
+                self._streams[p], [pack([data for _, data in encoded])], self.max_pending, messages=len(encoded)
             )
-            ids.update(zip((index for index, _ in encoded), produced, strict=True))
+            ids.update((index, entry_id) for index, _ in encoded)
         return [ids[i] for i in range(len(ids))]

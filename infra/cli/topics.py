@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from infra.cli.common import ToolError, print_table, redis_url
-from pipeline.deadletter import DEAD_LETTER_CODEC, DLQ_STREAM
+from pipeline.deadletter import DEAD_LETTER_ENTRIES, DLQ_STREAM
 from pipeline.schema import schema_document
 from pipeline.transport.base import START, id_key
 from pipeline.transport.redis import RedisTransport
@@ -104,8 +104,16 @@ def _matches(value: Any, filters: list[tuple[str, str]]) -> bool:
     return all(isinstance(value, dict) and str(value.get(k)) == v for k, v in filters)
 
 
-def _show(entry_id: str, value: Any) -> None:
-    print(json.dumps({"id": entry_id, **(value if isinstance(value, dict) else {"value": value})},
+def _messages(entry_id: str, data: bytes) -> list[tuple[str, Any]]:
+    """(message id, decoded message) of each message an entry carries; the id is `entry_id#index`."""
+    value = _decode(data)
+    if isinstance(value, list):
+        return [(f"{entry_id}#{i}", item) for i, item in enumerate(value)]
+    return [(entry_id, value)]
+
+
+def _show(message_id: str, value: Any) -> None:
+    print(json.dumps({"id": message_id, **(value if isinstance(value, dict) else {"value": value})},
                      default=lambda b: b.hex() if isinstance(b, bytes) else str(b)))
 
 
@@ -124,24 +132,22 @@ async def cmd_tail(args: argparse.Namespace) -> int:
             raise ToolError(f"no stream {stream!r} (streams: {known})")
         matched: list[tuple[str, Any]] = []
         # walk back from the end until enough entries match
-        for entry_id, data in await transport.read_reverse(stream, max(args.count * 50, 1000)):
-            value = _decode(data)
-            if _matches(value, filters):
-                matched.append((entry_id, value))
-                if len(matched) >= args.count:
-                    break
-        for entry_id, value in reversed(matched):
-            _show(entry_id, value)
-        last = matched[0][0] if matched else START
-        if not matched:
-            recent = await transport.read_reverse(stream, 1)
-            last = recent[0][0] if recent else START
+        for entry_id, data in await transport.read_reverse(stream, max(args.count * 10, 1000)):
+            for message_id, value in reversed(_messages(entry_id, data)):
+                if _matches(value, filters) and len(matched) < args.count:
+                    matched.append((message_id, value))
+            if len(matched) >= args.count:
+                break
+        for message_id, value in reversed(matched):
+            _show(message_id, value)
+        recent = await transport.read_reverse(stream, 1)
+        last = recent[0][0] if recent else START
         while args.follow:
             for _, entries in await transport.read({stream: last}, 500, 1000):
                 for entry_id, data in entries:
-                    value = _decode(data)
-                    if _matches(value, filters):
-                        _show(entry_id, value)
+                    for message_id, value in _messages(entry_id, data):
+                        if _matches(value, filters):
+                            _show(message_id, value)
                     last = entry_id
     except KeyboardInterrupt:
         pass
@@ -155,9 +161,10 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
     try:
         rows = []
         for entry_id, data in await transport.read_reverse(DLQ_STREAM, args.count):
-            letter = DEAD_LETTER_CODEC.decode(data)
-            rows.append((_when(entry_id), letter.agent, letter.stream, letter.entry_id,
-                         letter.error[:80], letter.payload[:24].hex()))
+            for letter in DEAD_LETTER_ENTRIES.decode(data):
+                rows.append((_when(entry_id), letter.agent, letter.stream, letter.entry_id,
+                             letter.error[:80], letter.payload[:24].hex()))
+        rows = rows[: args.count]
         print_table(("when (UTC)", "agent", "from stream", "entry", "error", "payload (hex, start)"), rows)
     finally:
         await transport.close()

@@ -40,8 +40,8 @@ class Table(Generic[K, V]):
         self.value_type = value_type
         self.partitions = partitions
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoder: msgspec.msgpack.Decoder[Change[K, V]] = msgspec.msgpack.Decoder(
-            Change[key_type, value_type]
+        self._decoder: msgspec.msgpack.Decoder[list[Change[K, V]]] = msgspec.msgpack.Decoder(
+            list[Change[key_type, value_type]]
         )
         self._parts: dict[int, dict[K, V]] = {}
 
@@ -60,12 +60,13 @@ class Table(Generic[K, V]):
         stream, after, applied = self.changelog_stream(partition), "0-0", 0
         while entries := await transport.read_range(stream, after, batch):
             for _, raw in entries:
-                change = self._decoder.decode(raw)
-                if change.deleted:
-                    data.pop(change.key, None)
-                else:
-                    data[change.key] = change.value  # type: ignore[assignment]
-            applied += len(entries)
+                changes = self._decoder.decode(raw)
+                for change in changes:
+                    if change.deleted:
+                        data.pop(change.key, None)
+                    else:
+                        data[change.key] = change.value  # type: ignore[assignment]
+                applied += len(changes)
             after = entries[-1][0]
         self._parts[partition] = data
         return applied

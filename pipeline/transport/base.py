@@ -7,7 +7,9 @@ Vocabulary:
 - a *stream* is one partition of a topic, e.g. ``orders.in:0``;
 - an *entry* is ``(entry_id, data)``, ids ordered like Redis ids (``"ms-seq"``);
 - a *consumer* is an agent name; its committed position per stream lives in the
-  store next to its outputs, written by the same atomic commit.
+  store next to its outputs, written by the same atomic commit;
+- counters (`added`, `consumed`) count *messages*: the runtime packs several messages
+  into one entry (see `pipeline.batching`), and says how many.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ class Commit:
     in this batch). `outputs` are (stream, payload) pairs appended in order.
     `lease` is (lease key, expected owner value): if the stored value differs the
     whole commit is refused with `FencedError`. `writes` are plain key/value updates
-    of read models, applied in the same atomic step: ``("HSET", key, field, value)``,
-    ``("HDEL", key, field)``, ``("SET", key, value)`` or ``("DEL", key)``.
+    of read models, applied in the same atomic step, in order: ``("HSET", key, field,
+    value, ...)``, ``("HDEL", key, field, ...)``, ``("SET", key, value)``, ``("DEL", key)``,
+    ``("ZADD", key, score, member, ...)`` or ``("ZREMRANGEBYSCORE", key, min, max)``
+    (bounds as Redis takes them: numbers, ``-inf``/``+inf``, ``(`` for exclusive).
     """
 
     consumer: str
@@ -39,9 +43,11 @@ class Commit:
     outputs: list[tuple[str, bytes]] = field(default_factory=list)
     lease: tuple[str, str] | None = None
     writes: list[tuple[str | bytes, ...]] = field(default_factory=list)
+    messages: dict[str, int] = field(default_factory=dict)
+    """Messages per output stream, where an entry carries several (default: one per entry)."""
 
 
-WRITE_COMMANDS = frozenset({"HSET", "HDEL", "SET", "DEL"})
+WRITE_COMMANDS = frozenset({"HSET", "HDEL", "SET", "DEL", "ZADD", "ZREMRANGEBYSCORE"})
 """The read-model updates a commit may carry."""
 
 
@@ -90,8 +96,18 @@ class Transport(Protocol):
         """A read-model hash."""
         ...
 
-    async def produce(self, stream: str, payloads: list[bytes], max_pending: int | None = None) -> list[str]:
-        """Append entries; raise `BackpressureError` if the stream's slowest consumer lags over `max_pending`."""
+    async def zrange(self, key: str) -> list[tuple[bytes, float]]:
+        """A read-model sorted set: every (member, score), lowest score first."""
+        ...
+
+    async def produce(
+        self, stream: str, payloads: list[bytes], max_pending: int | None = None, messages: int | None = None
+    ) -> list[str]:
+        """Append entries; raise `BackpressureError` if the stream's slowest consumer lags over `max_pending`.
+
+        `messages` is how many messages the entries carry (default: one each); lag and
+        backpressure count messages.
+        """
         ...
 
     async def positions(self, consumer: str) -> dict[str, Position]:

@@ -35,6 +35,7 @@ class MemoryTransport:
         self._changed = asyncio.Condition()
         self._strings: dict[str, bytes] = {}
         self._hashes: dict[str, dict[bytes, bytes]] = {}
+        self._zsets: dict[str, dict[bytes, float]] = {}
 
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
@@ -42,7 +43,7 @@ class MemoryTransport:
             stream = self._streams[name] = _Stream()
         return stream
 
-    def _append(self, name: str, data: bytes) -> str:
+    def _append(self, name: str, data: bytes, messages: int = 1) -> str:
         stream = self._stream(name)
         ms = max(self._clock_ms(), stream.last_ms)
         seq = stream.last_seq + 1 if ms == stream.last_ms else 0
@@ -50,7 +51,7 @@ class MemoryTransport:
         entry_id = f"{ms}-{seq}"
         stream.entries.append((entry_id, data))
         stream.keys.append((ms, seq))
-        stream.added += 1
+        stream.added += messages
         return entry_id
 
     def _after(self, name: str, after: str, count: int) -> list[Entry]:
@@ -94,8 +95,13 @@ class MemoryTransport:
     async def commit(self, commit: Commit) -> None:
         if commit.lease is not None and self._lease_value(commit.lease[0]) != commit.lease[1]:
             raise FencedError(f"lease {commit.lease[0]} is not held by {commit.lease[1]}")
+        counted: set[str] = set()
         for stream, data in commit.outputs:
-            self._append(stream, data)
+            if stream in commit.messages:
+                self._append(stream, data, 0 if stream in counted else commit.messages[stream])
+                counted.add(stream)
+            else:
+                self._append(stream, data)
         for write in commit.writes:
             self._apply_write(write)
         positions = self._positions.setdefault(commit.consumer, {})
@@ -122,6 +128,18 @@ class MemoryTransport:
         elif command == "DEL":
             self._strings.pop(key, None)
             self._hashes.pop(key, None)
+            self._zsets.pop(key, None)
+        elif command == "ZADD":
+            members = self._zsets.setdefault(key, {})
+            for i in range(0, len(args), 2):
+                members[_bytes(args[i + 1])] = float(_bytes(args[i]))
+        elif command == "ZREMRANGEBYSCORE":
+            members = self._zsets.get(key, {})
+            low, high = _bound(args[0]), _bound(args[1])
+            for member in [m for m, score in members.items() if _within(score, low, high)]:
+                del members[member]
+            if not members:
+                self._zsets.pop(key, None)
         else:
             raise ValueError(f"unsupported write {command}")
 
@@ -131,12 +149,19 @@ class MemoryTransport:
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
         return dict(self._hashes.get(key, {}))
 
-    async def produce(self, stream: str, payloads: list[bytes], max_pending: int | None = None) -> list[str]:
+    async def zrange(self, key: str) -> list[tuple[bytes, float]]:
+        return sorted(self._zsets.get(key, {}).items(), key=lambda item: (item[1], item[0]))
+
+    async def produce(
+        self, stream: str, payloads: list[bytes], max_pending: int | None = None, messages: int | None = None
+    ) -> list[str]:
         if max_pending is not None:
             pending = await self.pending(stream)
             if pending >= max_pending:
                 raise BackpressureError(stream, pending, max_pending)
-        ids = [self._append(stream, data) for data in payloads]
+        ids = [self._append(stream, data, 1 if messages is None else 0) for data in payloads]
+        if messages is not None:
+            self._stream(stream).added += messages
         await self._notify()
         return ids
 
@@ -196,3 +221,17 @@ def _bytes(value: str | bytes | int) -> bytes:
     if isinstance(value, bytes):
         return value
     return str(value).encode()
+
+
+def _bound(value: str | bytes) -> tuple[float, bool]:
+    """A Redis score bound: (value, exclusive)."""
+    text = _text(value)
+    exclusive = text.startswith("(")
+    return float(text[1:] if exclusive else text), exclusive
+
+
+def _within(score: float, low: tuple[float, bool], high: tuple[float, bool]) -> bool:
+    """Whether `score` lies between two Redis score bounds."""
+    above = score > low[0] if low[1] else score >= low[0]
+    below = score < high[0] if high[1] else score <= high[0]
+    return above and below

@@ -1,7 +1,7 @@
 """Redis Streams transport (Valkey or Redis >= 7), on redis-py with the hiredis parser.
 
 Keys it uses, besides the streams themselves:
-- ``meta:<stream>``       hash, ``added``: entries ever appended through the runtime;
+- ``meta:<stream>``       hash, ``added``: messages ever appended through the runtime;
 - ``pos:<consumer>``      hash, ``<stream>``: last committed id, ``n:<stream>``: entries consumed;
 - ``consumers:<stream>``  set of consumers registered on a stream; ``consumers`` all of them;
 - ``<lease key>``         the owner value of a partition lease, ``<lease key>:token`` its fencing counter.
@@ -35,17 +35,16 @@ for _ = 1, tonumber(ARGV[2]) do
 end
 local k = 3
 while k <= #KEYS do
-  local blob, lengths = ARGV[i], ARGV[i + 1]
-  local at, pos, n = 1, 1, 0
+  local blob, lengths, messages = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local at, pos = 1, 1
   while at <= #lengths do
     local size
     size, at = struct.unpack('>I4', lengths, at)
     redis.call('XADD', KEYS[k], '*', 'd', string.sub(blob, pos, pos + size - 1))
     pos = pos + size
-    n = n + 1
   end
-  redis.call('HINCRBY', KEYS[k + 1], 'added', n)
-  i = i + 2
+  redis.call('HINCRBY', KEYS[k + 1], 'added', messages)
+  i = i + 3
   k = k + 2
 end
 local writes = tonumber(ARGV[i] or '0')
@@ -72,10 +71,10 @@ if limit >= 0 then
   end
 end
 local ids = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
 end
-redis.call('HINCRBY', KEYS[2], 'added', #ARGV - 1)
+redis.call('HINCRBY', KEYS[2], 'added', ARGV[2])
 return ids
 """
 
@@ -166,7 +165,8 @@ class RedisTransport:
             # All payloads of a stream travel as one argument plus their lengths, which the
             # script splits: packing one argument per entry costs the client ~0.5 us each.
             keys += (stream, f"meta:{stream}")
-            args += (b"".join(payloads), struct.pack(f">{len(payloads)}I", *map(len, payloads)))
+            args += (b"".join(payloads), struct.pack(f">{len(payloads)}I", *map(len, payloads)),
+                     commit.messages.get(stream, len(payloads)))
         if commit.writes:
             # Read-model writes go last; their keys are not declared (single-node only, like
             # the backpressure check's consumer positions).
@@ -188,14 +188,21 @@ class RedisTransport:
         return value.encode() if isinstance(value, str) else value
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        raw = await self._redis.hgetall(key)
+        raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(key)  # type: ignore[misc]
         return {_bytes(k): _bytes(v) for k, v in raw.items()}
 
-    async def produce(self, stream: str, payloads: list[bytes], max_pending: int | None = None) -> list[str]:
+    async def zrange(self, key: str) -> list[tuple[bytes, float]]:
+        raw: list[Any] = await self._redis.zrange(key, 0, -1, withscores=True)
+        return [(_bytes(member), float(score)) for member, score in raw]
+
+    async def produce(
+        self, stream: str, payloads: list[bytes], max_pending: int | None = None, messages: int | None = None
+    ) -> list[str]:
         limit = -1 if max_pending is None else max_pending
+        count = len(payloads) if messages is None else messages
         try:
             ids = await self._produce(
-                keys=[stream, f"meta:{stream}", f"consumers:{stream}"], args=[limit, *payloads]
+                keys=[stream, f"meta:{stream}", f"consumers:{stream}"], args=[limit, count, *payloads]
             )
         except ResponseError as exc:
             message = str(exc)

@@ -28,7 +28,8 @@ async def topic_values(exchange: Exchange, name: str) -> list[Any]:
     for stream in topic.streams:
         after = START
         while entries := await exchange.app.transport.read_range(stream, after, 2000):
-            values.extend(topic.codec.decode(d) for _, d in entries)
+            for _, entry in entries:
+                values.extend(topic.batch_decoder.decode(entry))
             after = entries[-1][0]
     return values
 

@@ -10,7 +10,8 @@ import pytest
 
 from pipeline.agent import AgentStream
 from pipeline.app import App, wait_for_condition
-from pipeline.deadletter import DEAD_LETTER_CODEC, DLQ_STREAM
+from pipeline.batching import pack
+from pipeline.deadletter import DEAD_LETTER_ENTRIES, DLQ_STREAM, DeadLetter
 from pipeline.transport.base import START, Transport
 from tests.runtime.pipeline_fixture import Doubled, Number, build_app
 
@@ -26,8 +27,13 @@ async def read_all(transport: Transport, streams: list[str]) -> list[bytes]:
 
 
 async def outputs(transport: Transport, app: App) -> Counter[int]:
-    codec = app.topics["doubled"].codec
-    return Counter(codec.decode(d).seq for d in await read_all(transport, app.topics["doubled"].streams))
+    decoder = app.topics["doubled"].batch_decoder
+    entries = await read_all(transport, app.topics["doubled"].streams)
+    return Counter(value.seq for entry in entries for value in decoder.decode(entry))
+
+
+async def dead_letters(transport: Transport) -> list[DeadLetter]:
+    return [letter for entry in await read_all(transport, [DLQ_STREAM]) for letter in DEAD_LETTER_ENTRIES.decode(entry)]
 
 
 def table_counts(app: App) -> Counter[int]:
@@ -63,7 +69,7 @@ async def test_poison_event_goes_to_the_dead_letter_stream_and_its_effects_are_u
     # the poison events' table writes were rolled back
     expected = Counter(i % 5 for i in range(600) if i not in (7, 300))
     assert table_counts(app) == expected
-    letters = [DEAD_LETTER_CODEC.decode(d) for d in await read_all(transport, [DLQ_STREAM])]
+    letters = await dead_letters(transport)
     assert sorted(msgspec.msgpack.decode(letter.payload, type=Number).seq for letter in letters) == [7, 300]
     assert all("ValueError: poison" in letter.error and letter.agent == "double" for letter in letters)
 
@@ -74,13 +80,17 @@ async def test_undecodable_entry_is_dead_lettered_and_the_agent_goes_on(transpor
     await app.wait_running()
     await numbers.send(Number(1))
     await transport.produce(numbers.stream(0), [b"\xc1 not msgpack"])
+    # an entry whose second message is not a Number: only that message is dead-lettered
+    await transport.produce(numbers.stream(0), [pack([numbers.codec.encode(Number(3)), b"\x81\xa1x\x01"])],
+                            messages=2)
     await numbers.send(Number(2))
     await app.wait_caught_up()
     await app.stop()
-    assert await outputs(transport, app) == Counter([1, 2])
-    letters = [DEAD_LETTER_CODEC.decode(d) for d in await read_all(transport, [DLQ_STREAM])]
-    assert [letter.payload for letter in letters] == [b"\xc1 not msgpack"]
-    assert letters[0].error.startswith("cannot decode")
+    assert await outputs(transport, app) == Counter([1, 2, 3])
+    letters = await dead_letters(transport)
+    assert [letter.payload for letter in letters] == [b"\xc1 not msgpack", b"\x81\xa1x\x01"]
+    assert all(letter.error.startswith("cannot decode") for letter in letters)
+    assert (await transport.positions("double"))["numbers:0"].consumed == 5
 
 
 async def test_restart_resumes_from_the_committed_offset_with_tables_restored(transport: Transport) -> None:
@@ -136,7 +146,7 @@ async def test_replay_recovery_rebuilds_in_memory_state(transport: Transport) ->
     await again.wait_caught_up()
     await again.stop()
     assert state2 == {"total": sum(range(101)), "replayed": 100}
-    sums = [msgspec.msgpack.decode(d, type=Doubled) for d in await read_all(transport, ["sums:0"])]
+    sums = [v for d in await read_all(transport, ["sums:0"]) for v in msgspec.msgpack.decode(d, type=list[Doubled])]
     assert len(sums) == 101  # nothing emitted twice by the replay
     assert sums[-1].value == sum(range(101))
 
@@ -204,5 +214,60 @@ async def test_doubled_values_are_correct(transport: Transport) -> None:
     await numbers.send_many((i, Number(i)) for i in range(5))
     await app.wait_caught_up()
     await app.stop()
-    values = [doubled.codec.decode(d) for d in await read_all(transport, doubled.streams)]
+    values = [v for d in await read_all(transport, doubled.streams) for v in doubled.batch_decoder.decode(d)]
     assert values == [Doubled(i, 2 * i) for i in range(5)]
+
+
+async def test_agent_read_model_writes_commit_with_the_batch_and_roll_back_with_a_poison_event(
+    transport: Transport,
+) -> None:
+    app = App("writes", transport)
+    numbers = app.topic("numbers", value_type=Number)
+
+    @app.agent(numbers, name="writer")
+    async def writer(stream: AgentStream[Number]) -> None:
+        async for batch in stream.batches():
+            for number in batch:
+                stream.write(("HSET", "seen", str(number.seq), b"1"), ("SET", "last", str(number.seq)))
+                if number.poison:
+                    raise ValueError("poison")
+
+    await app.start()
+    await app.wait_running()
+    await numbers.send_many((None, Number(i, poison=(i == 3))) for i in range(6))
+    await app.wait_caught_up()
+    await app.stop()
+    assert await transport.hgetall("seen") == {str(i).encode(): b"1" for i in range(6) if i != 3}
+    assert await transport.get("last") == b"5"
+    assert [letter.entry_id for letter in await dead_letters(transport)] != []
+
+
+async def test_an_unsupported_read_model_write_is_refused(transport: Transport) -> None:
+    app = App("writes", transport)
+    numbers = app.topic("numbers", value_type=Number)
+
+    @app.agent(numbers, name="writer")
+    async def writer(stream: AgentStream[Number]) -> None:
+        async for number in stream:
+            stream.write(("FLUSHALL", "x"))
+            stream.write(("SET", "ok", str(number.seq)))
+
+    await app.start()
+    await app.wait_running()
+    await numbers.send(Number(1))
+    await app.wait_caught_up()
+    await app.stop()
+    assert await transport.get("ok") is None
+    assert len(await dead_letters(transport)) == 1
+
+
+async def test_an_entry_holding_one_bare_message_is_read_as_a_batch_of_one(transport: Transport) -> None:
+    app, numbers, _ = build_app(transport, partitions=1)
+    await app.start()
+    await app.wait_running()
+    await transport.produce(numbers.stream(0), [numbers.codec.encode(Number(41))])  # not wrapped in an array
+    await numbers.send(Number(42))
+    await app.wait_caught_up()
+    await app.stop()
+    assert await outputs(transport, app) == Counter([41, 42])
+    assert await dead_letters(transport) == []

@@ -46,7 +46,8 @@ async def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
     sent = 0
     interrupted = 0  # rounds in which the kill landed while work remained
     for _ in range(10):
-        await numbers.send_many((i, Number(i)) for i in range(sent, sent + 1500))
+        for start in range(sent, sent + 1500, 50):  # entries of 50 messages, like API group commits
+            await numbers.send_many((i, Number(i)) for i in range(start, start + 50))
         sent += 1500
         worker = await start_worker(redis_url)
         await asyncio.sleep(rng.uniform(0.02, 0.3))  # a random moment in the middle of the work

@@ -129,3 +129,28 @@ async def test_commit_applies_read_model_writes_atomically(transport: Transport)
     assert await transport.get("last:X") == b"42"
     await transport.commit(Commit("a", {}, [], None, [("DEL", "depth:X")]))
     assert await transport.hgetall("depth:X") == {}
+
+
+async def test_counters_count_messages_when_entries_carry_several(transport: Transport) -> None:
+    await transport.register_consumer("m:0", "agent")
+    ids = await transport.produce("m:0", [b"three", b"two"], messages=5)
+    assert await transport.pending("m:0") == 5
+    await transport.commit(Commit("agent", {"m:0": (ids[0], 3)}, [("out:0", b"a"), ("out:0", b"b")],
+                                  messages={"out:0": 7}))
+    assert await transport.pending("m:0") == 2
+    infos = {i.stream: i for i in await transport.streams()}
+    assert infos["out:0"].length == 2 and infos["out:0"].added == 7
+    assert infos["m:0"].added == 5
+
+
+async def test_commit_applies_sorted_set_writes(transport: Transport) -> None:
+    await transport.commit(Commit("a", {}, [], None, [
+        ("ZADD", "candles:X", 1000, b"a", 2000, b"b", 3000, b"c"),
+        ("ZREMRANGEBYSCORE", "candles:X", 2000, 2000), ("ZADD", "candles:X", 2000, b"b2"),
+        ("ZREMRANGEBYSCORE", "candles:X", "-inf", "(2000"),
+    ]))
+    assert await transport.zrange("candles:X") == [(b"b2", 2000.0), (b"c", 3000.0)]
+    await transport.commit(Commit("a", {}, [], None, [("ZREMRANGEBYSCORE", "candles:X", "(2000", "+inf")]))
+    assert await transport.zrange("candles:X") == [(b"b2", 2000.0)]
+    await transport.commit(Commit("a", {}, [], None, [("DEL", "candles:X")]))
+    assert await transport.zrange("candles:X") == []
