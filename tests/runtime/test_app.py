@@ -239,7 +239,7 @@ async def test_agent_read_model_writes_commit_with_the_batch_and_roll_back_with_
     await app.stop()
     assert await transport.hgetall("seen") == {str(i).encode(): b"1" for i in range(6) if i != 3}
     assert await transport.get("last") == b"5"
-    assert [letter.entry_id for letter in await dead_letters(transport)] != []
+    assert [msgspec.msgpack.decode(letter.payload, type=Number).seq for letter in await dead_letters(transport)] == [3]
 
 
 async def test_an_unsupported_read_model_write_is_refused(transport: Transport) -> None:
@@ -271,3 +271,30 @@ async def test_an_entry_holding_one_bare_message_is_read_as_a_batch_of_one(trans
     await app.stop()
     assert await outputs(transport, app) == Counter([41, 42])
     assert await dead_letters(transport) == []
+
+
+async def test_timers_run_periodically_until_the_app_stops(transport: Transport) -> None:
+    app = App("timers", transport)
+    ticks: list[int] = []
+    failures = 0
+
+    @app.timer(0.01)
+    async def tick() -> None:
+        ticks.append(len(ticks))
+
+    @app.timer(0.01)
+    async def broken() -> None:
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("a failing timer is logged and runs again")
+
+    await app.start()
+
+    async def enough() -> bool:
+        return len(ticks) >= 3 and failures >= 3
+
+    await wait_for_condition(enough, 5, "three ticks of each timer")
+    timer_tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("timer:")]
+    assert len(timer_tasks) == 2
+    await app.stop()
+    assert all(task.done() for task in timer_tasks)  # no tick can come after stop
