@@ -14,15 +14,23 @@ from typing import Any
 
 from pipeline.agents.accounts import SharedAccounts, accounts_tables
 from pipeline.agents.match import register_match
+from pipeline.agents.publish.agent import register_publish
+from pipeline.agents.publish.tables import PublishTables, PublishTopics
 from pipeline.agents.risk import register_risk
 from pipeline.agents.settle import register_settle
 from pipeline.agents.topology import (
     ACCOUNTS_EVENTS,
+    MARKET_BBO,
+    MARKET_CANDLES,
+    MARKET_DEPTH,
+    MARKET_TICKERS,
+    MARKET_TRADES,
     ORDERS_ACCEPTED,
     ORDERS_EVENTS,
     ORDERS_IN,
     ORDERS_REJECTED,
     ORDERS_VALID,
+    USER_EVENTS,
     TopicSpec,
 )
 from pipeline.agents.validate import register_validate
@@ -46,6 +54,8 @@ class Exchange:
     orders_rejected: Topic[Any]
     accounts_events: Topic[Any]
     accounts: dict[int, SharedAccounts]
+    published: PublishTopics
+    publish_tables: PublishTables
 
 
 def build_exchange(
@@ -71,6 +81,8 @@ def build_exchange(
     orders_events = topic(ORDERS_EVENTS)
     orders_rejected = topic(ORDERS_REJECTED)
     accounts_events = topic(ACCOUNTS_EVENTS)
+    published = PublishTopics(topic(MARKET_DEPTH), topic(MARKET_BBO), topic(MARKET_TRADES), topic(MARKET_TICKERS),
+                              topic(MARKET_CANDLES), topic(USER_EVENTS))
 
     balances, holds = accounts_tables(app, partitions=1)
     shared = {0: SharedAccounts(markets, balances, holds)}
@@ -79,5 +91,6 @@ def build_exchange(
     register_risk(app, shared, orders_valid, orders_accepted, orders_rejected, accounts_events)
     register_match(app, markets, orders_accepted, orders_events)
     register_settle(app, shared, orders_events, accounts_events)
+    publish_tables = register_publish(app, markets, (orders_events, orders_rejected, accounts_events), published)
     return Exchange(app, markets, orders_in, orders_valid, orders_accepted, orders_events, orders_rejected,
-                    accounts_events, shared)
+                    accounts_events, shared, published, publish_tables)

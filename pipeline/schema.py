@@ -17,7 +17,9 @@ import msgspec
 from pipeline.messages import Message
 
 # Modules whose Message subclasses make up the public schema.
-MESSAGE_MODULES = ("pipeline.deadletter", "pipeline.core.messages", "pipeline.agents.events")
+MESSAGE_MODULES = (
+    "pipeline.deadletter", "pipeline.core.messages", "pipeline.agents.events", "pipeline.agents.publish.messages",
+)
 
 
 def message_types(modules: Iterable[str] = MESSAGE_MODULES) -> list[type[Message]]:

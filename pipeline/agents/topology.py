@@ -3,7 +3,8 @@
     api ──► orders.in ──► validate ──► orders.valid ──► risk ──► orders.accepted ──► match
     match ──► orders.events ──► settle ──► accounts.events
     validate, risk ──► orders.rejected  (refused before they reached the matcher)
-    orders.events + orders.rejected + accounts.events ──► publish ──► market data, user streams
+    orders.events + orders.rejected + accounts.events ──► publish ──► market.* (key symbol),
+                                                                      user.events (key account_id)
 
 Rejections decided before matching go to their own topic: settle acts on the
 matcher's events only (a matcher rejection releases a hold; an earlier one never
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.agents.events import BookChanged
+from pipeline.agents.publish.messages import BookTicker, Candle, DepthUpdate, Ticker, Trade, UserEvent
 from pipeline.core.messages import (
     AccountEvent,
     CancelAll,
@@ -55,4 +57,12 @@ ORDERS_REJECTED = TopicSpec(
 )
 ACCOUNTS_EVENTS = TopicSpec("accounts.events", AccountEvent, "account_id", "holds, settlements, fees, balances")
 
-TOPICS = (ORDERS_IN, ORDERS_VALID, ORDERS_ACCEPTED, ORDERS_EVENTS, ORDERS_REJECTED, ACCOUNTS_EVENTS)
+MARKET_DEPTH = TopicSpec("market.depth", DepthUpdate, "symbol", "depth diffs, update ids contiguous per market")
+MARKET_BBO = TopicSpec("market.bbo", BookTicker, "symbol", "best bid and offer, when a batch changed it")
+MARKET_TRADES = TopicSpec("market.trades", Trade, "symbol", "public trades: the recent-trades history")
+MARKET_TICKERS = TopicSpec("market.tickers", Ticker, "symbol", "rolling 24h statistics, per batch with trades")
+MARKET_CANDLES = TopicSpec("market.candles", Candle, "symbol", "candles of 1s..1d, per batch with trades")
+USER_EVENTS = TopicSpec("user.events", UserEvent, "account_id", "order execution reports and balance changes")
+
+TOPICS = (ORDERS_IN, ORDERS_VALID, ORDERS_ACCEPTED, ORDERS_EVENTS, ORDERS_REJECTED, ACCOUNTS_EVENTS,
+          MARKET_DEPTH, MARKET_BBO, MARKET_TRADES, MARKET_TICKERS, MARKET_CANDLES, USER_EVENTS)

@@ -188,7 +188,7 @@ class RedisTransport:
         return value.encode() if isinstance(value, str) else value
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(key)  # type: ignore[misc]
+        raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(key)
         return {_bytes(k): _bytes(v) for k, v in raw.items()}
 
     async def zrange(self, key: str) -> list[tuple[bytes, float]]:

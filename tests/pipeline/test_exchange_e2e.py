@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from bench.flows import funding, order_flow
 from pipeline.core.accounts import Accounts, AccountsSnapshot
 from pipeline.core.markets import Market
 from pipeline.core.messages import BalanceChanged
 from pipeline.exchange import Exchange, build_exchange
 from pipeline.transport.base import START, Transport
 from tests.core.core_helpers import sample_markets
-from tests.pipeline.flows import funding, order_flow
 from tests.pipeline.oracle import StagedOracle
 
 

@@ -14,7 +14,7 @@ from tests.runtime.pipeline_fixture import build_app
 
 
 def main() -> None:
-    app, _, _ = build_app(RedisTransport(sys.argv[1]), lease_ttl_ms=1000, batch_size=100, busy_us=300)
+    app, _, _ = build_app(RedisTransport(sys.argv[1]), lease_ttl_ms=1000, batch_size=2, busy_us=300)
     app.run(on_ready=lambda: print("ready", flush=True))
 
 

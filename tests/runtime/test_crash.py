@@ -38,6 +38,10 @@ async def start_worker(url: str) -> asyncio.subprocess.Process:
     return process
 
 
+async def consumed(transport: RedisTransport) -> int:
+    return sum(p.consumed for p in (await transport.positions("double")).values())
+
+
 async def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
     redis_transport: RedisTransport, redis_url: str
 ) -> None:
@@ -49,18 +53,23 @@ async def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
         for start in range(sent, sent + 1500, 50):  # entries of 50 messages, like API group commits
             await numbers.send_many((i, Number(i)) for i in range(start, start + 50))
         sent += 1500
+        before = await consumed(redis_transport)
         worker = await start_worker(redis_url)
-        await asyncio.sleep(rng.uniform(0.02, 0.3))  # a random moment in the middle of the work
+
+        async def progressing(before: int = before) -> bool:
+            return await consumed(redis_transport) > before
+
+        await wait_for_condition(progressing, 30, "the worker to commit a batch")
+        await asyncio.sleep(rng.uniform(0, 0.05))  # then a random moment in the middle of the work
         worker.send_signal(signal.SIGKILL)
         await worker.wait()
-        progress = await redis_transport.positions("double")
-        interrupted += sum(p.consumed for p in progress.values()) < sent
-    assert interrupted >= 5, "most kills should land before the work was done"
+        interrupted += await consumed(redis_transport) < sent
+    assert interrupted >= 8, "the kills should land while work remains"
 
     worker = await start_worker(redis_url)
 
     async def caught_up() -> bool:
-        return sum(p.consumed for p in (await redis_transport.positions("double")).values()) == sent
+        return await consumed(redis_transport) == sent
 
     await wait_for_condition(caught_up, 60, "the last worker to finish")
     worker.send_signal(signal.SIGTERM)

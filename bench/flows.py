@@ -12,8 +12,11 @@ from pipeline.core.messages import (
     CancelReplace,
     Command,
     Deposit,
+    OrderType,
     PlaceOrder,
+    Side,
     StpMode,
+    TimeInForce,
 )
 
 
@@ -56,7 +59,7 @@ def order_flow(
             continue
         order_id = next_id[symbol]
         next_id[symbol] += 1
-        side = rng.choice(("BUY", "SELL"))
+        side: Side = rng.choice(("BUY", "SELL"))
         stp = rng.choice(stp_modes)
         lo, hi = market.min_qty_lots, min(market.max_qty_lots, market.min_qty_lots * 20)
         qty = rng.randint(lo, hi)
@@ -74,8 +77,8 @@ def order_flow(
             continue
         offset = rng.randint(-spread, spread)
         price = max(market.min_price_ticks, mid + (offset if side == "BUY" else -offset))
-        order_type = "LIMIT_MAKER" if kind > 0.93 else "LIMIT"
-        tif = "GTC" if order_type == "LIMIT_MAKER" else rng.choice(("GTC", "GTC", "GTC", "IOC", "FOK"))
+        order_type: OrderType = "LIMIT_MAKER" if kind > 0.93 else "LIMIT"
+        tif: TimeInForce = "GTC" if order_type == "LIMIT_MAKER" else rng.choice(("GTC", "GTC", "GTC", "IOC", "FOK"))
         order = PlaceOrder(ts=ts, account_id=account, symbol=symbol, order_id=order_id,
                            client_order_id=f"c{order_id}", side=side, order_type=order_type,
                            time_in_force=tif, price_ticks=price, qty_lots=qty, stp_mode=stp)

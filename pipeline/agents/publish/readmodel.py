@@ -1,0 +1,154 @@
+"""The Redis keys publish writes and how their values are encoded (see the package docstring).
+
+Each function returns the commands (`pipeline.transport.base.WRITE_COMMANDS`) that
+bring one read model up to date; the agent adds them to its batch with
+`stream.write`, so they commit atomically with the batch's outputs and offsets.
+Integers are written as decimal strings (Redis's own integer form); structured
+values are the JSON encoding of a msgspec Struct (field names as in the Struct).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import msgspec
+
+from pipeline.agents.publish.candles import INTERVALS
+from pipeline.agents.publish.depth import LevelKey
+from pipeline.agents.publish.messages import BookTicker, Candle, OrderView, Ticker
+
+Write = tuple[str | bytes, ...]
+
+CANDLES_KEPT: Final = 1000
+"""Candles kept per (market, interval): those whose window opened within the last 1000 intervals."""
+
+MS: Final = 1_000_000
+
+_json = msgspec.json.Encoder()
+
+
+class BalanceView(msgspec.Struct, frozen=True, gc=False):
+    """One asset's balance in ``balances:{account}``: minimal units."""
+
+    available: int
+    locked: int
+
+
+# ------------------------------------------------------------------ key names
+
+
+def depth_key(symbol: str, is_bid: bool) -> str:
+    return f"depth:{symbol}:{'bids' if is_bid else 'asks'}"
+
+
+def depth_id_key(symbol: str) -> str:
+    return f"depth:{symbol}:id"
+
+
+def bbo_key(symbol: str) -> str:
+    return f"bbo:{symbol}"
+
+
+def ticker_key(symbol: str) -> str:
+    return f"ticker:{symbol}"
+
+
+def candles_key(symbol: str, interval: str) -> str:
+    return f"candles:{symbol}:{interval}"
+
+
+def open_orders_key(account_id: int) -> str:
+    return f"orders:open:{account_id}"
+
+
+def open_order_field(symbol: str, order_id: int) -> str:
+    return f"{symbol}:{order_id}"
+
+
+def order_key(symbol: str, order_id: int) -> str:
+    return f"order:{symbol}:{order_id}"
+
+
+def client_ids_key(account_id: int, symbol: str) -> str:
+    return f"clientid:{account_id}:{symbol}"
+
+
+def balances_key(account_id: int) -> str:
+    return f"balances:{account_id}"
+
+
+# ------------------------------------------------------------------ writes
+
+
+def depth_writes(symbol: str, changed: dict[LevelKey, int], update_id: int) -> list[Write]:
+    """Changed levels of one market (HSET lots / HDEL gone levels) and its last update id."""
+    out: list[Write] = []
+    for is_bid in (True, False):
+        put: list[str] = []
+        gone: list[str] = []
+        for (side, price), lots in changed.items():
+            if side is is_bid:
+                if lots:
+                    put += (str(price), str(lots))
+                else:
+                    gone.append(str(price))
+        if put:
+            out.append(("HSET", depth_key(symbol, is_bid), *put))
+        if gone:
+            out.append(("HDEL", depth_key(symbol, is_bid), *gone))
+    out.append(("SET", depth_id_key(symbol), str(update_id)))
+    return out
+
+
+def _fields(message: Any) -> list[str]:
+    return [part for name, value in msgspec.structs.asdict(message).items()
+            if name != "symbol" for part in (name, str(value))]
+
+
+def bbo_writes(ticker: BookTicker) -> list[Write]:
+    """``bbo:{SYMBOL}``: the BookTicker's fields."""
+    return [("HSET", bbo_key(ticker.symbol), *_fields(ticker))]
+
+
+def ticker_writes(ticker: Ticker) -> list[Write]:
+    """``ticker:{SYMBOL}``: the Ticker's fields."""
+    return [("HSET", ticker_key(ticker.symbol), *_fields(ticker))]
+
+
+def candle_writes(candles: Iterable[Candle]) -> list[Write]:
+    """Replace each candle's member (score: open time in ms), then trim to the last `CANDLES_KEPT` intervals."""
+    out: list[Write] = []
+    newest: dict[str, Candle] = {}
+    for candle in candles:
+        key = candles_key(candle.symbol, candle.interval)
+        score = candle.open_ts // MS
+        out.append(("ZREMRANGEBYSCORE", key, str(score), str(score)))
+        out.append(("ZADD", key, str(score), _json.encode(candle)))
+        newest[key] = candle
+    for key, candle in newest.items():
+        horizon = (candle.open_ts - CANDLES_KEPT * INTERVALS[candle.interval]) // MS
+        out.append(("ZREMRANGEBYSCORE", key, "-inf", str(horizon)))
+    return out
+
+
+def order_writes(view: OrderView, was_open: bool, is_open: bool, new_client_id: bool) -> list[Write]:
+    """``order:*`` always; ``orders:open:*`` while open (HDEL after); ``clientid:*`` when first seen."""
+    data = _json.encode(view)
+    out: list[Write] = [("SET", order_key(view.symbol, view.order_id), data)]
+    field = open_order_field(view.symbol, view.order_id)
+    if is_open:
+        out.append(("HSET", open_orders_key(view.account_id), field, data))
+    elif was_open:
+        out.append(("HDEL", open_orders_key(view.account_id), field))
+    if new_client_id and view.client_order_id:
+        out.append(("HSET", client_ids_key(view.account_id, view.symbol), view.client_order_id, str(view.order_id)))
+    return out
+
+
+def balance_writes(account_id: int, balances: dict[str, tuple[int, int]]) -> list[Write]:
+    """``balances:{account}``: asset -> JSON `BalanceView`."""
+    fields: list[str | bytes] = []
+    for asset, (available, locked) in balances.items():
+        fields += (asset, _json.encode(BalanceView(available, locked)))
+    return [("HSET", balances_key(account_id), *fields)] if fields else []
