@@ -114,9 +114,12 @@ class RedisTransport:
 
     def __init__(self, url: str, *, max_connections: int = 64) -> None:
         self.url = url
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=False, max_connections=max_connections, health_check_interval=0
+        # A blocking pool: when every connection is busy (each blocked XREAD holds one), a
+        # command waits for a free one instead of failing at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=False, max_connections=max_connections, timeout=30
         )
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # owns the pool: closed with it
         # Take XREAD replies raw: redis-py's default parser builds a dict per entry.
         self._redis.set_response_callback("XREAD", _raw_reply)
         self._commit = self._redis.register_script(_COMMIT)
