@@ -100,66 +100,81 @@ def chain_app(url: str, hops: int) -> tuple[App, list[Topic[Event]]]:
     return app, topics
 
 
-async def runtime_chain(url: str, events: int, hops: int, per_entry: int) -> float:
-    """Drain `events` through a chain of `hops` runtime agents; events/s."""
+async def drain(
+    url: str, app: App, topics: list[Topic[Event]], events: int, per_entry: int, hops: int, produce: bool = True
+) -> float:
+    """With the agents already running: produce `events` into the chain's head as fast as a
+    pipelined client can (unless pre-filled), and time until the last agent committed all."""
     client = aioredis.Redis.from_url(url)
-    await client.flushall()
-    app, topics = chain_app(url, hops)
-    await prefill(client, topics[0].stream(0), events, per_entry)
-    transport = app.transport
-    last_agent = f"hop{hops - 1}"
-    stream = topics[hops - 1].stream(0)
-
-    async def finished() -> bool:
-        position = (await transport.positions(last_agent)).get(stream)
-        return position is not None and position.consumed >= events
-
-    start = time.perf_counter()
-    await app.start()
-    await wait_for_condition(finished, 600, "the chain to drain", interval=0.01)
-    elapsed = time.perf_counter() - start
-    await app.stop()
-    await transport.close()
-    await client.aclose()
-    return events / elapsed
-
-
-async def process_chain(url: str, events: int, hops: int, processes: int, per_entry: int) -> float:
-    """Drain `events` through `hops` agents spread over `processes` worker processes; events/s."""
-    client = aioredis.Redis.from_url(url)
-    await client.flushall()
-    app, topics = chain_app(url, hops)
-    await prefill(client, topics[0].stream(0), events, per_entry)
-    groups = [[f"hop{i}" for i in range(hops) if i % processes == p] for p in range(processes)]
-    start = time.perf_counter()
-    workers = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.runtime_hop", "--worker", url, str(hops), ",".join(group)
-        )
-        for group in groups
-    ]
     last_agent, stream = f"hop{hops - 1}", topics[hops - 1].stream(0)
 
     async def finished() -> bool:
         position = (await app.transport.positions(last_agent)).get(stream)
         return position is not None and position.consumed >= events
 
-    await wait_for_condition(finished, 600, "the chain to drain", interval=0.01)
+    start = time.perf_counter()
+    if produce:
+        await prefill(client, topics[0].stream(0), events, per_entry)
+    await wait_for_condition(finished, 600, "the chain to drain", interval=0.005)
     elapsed = time.perf_counter() - start
+    await client.aclose()
+    return events / elapsed
+
+
+async def runtime_chain(url: str, events: int, hops: int, per_entry: int, prefilled: bool = False) -> float:
+    """`hops` agents as asyncio tasks in this process; events/s through all of them.
+
+    `prefilled`: the input is written before the agents start (as for the plain hop), and the
+    time runs from their start; otherwise it is produced while they run."""
+    client = aioredis.Redis.from_url(url)
+    await client.flushall()
+    app, topics = chain_app(url, hops)
+    if prefilled:
+        await prefill(client, topics[0].stream(0), events, per_entry)
+        start = time.perf_counter()
+    await client.aclose()
+    await app.start()
+    if prefilled:
+        await drain(url, app, topics, events, per_entry, hops, produce=False)
+        rate = events / (time.perf_counter() - start)
+    else:
+        await app.wait_running()
+        rate = await drain(url, app, topics, events, per_entry, hops)
+    await app.stop()
+    await app.transport.close()
+    return rate
+
+
+async def process_chain(url: str, events: int, hops: int, processes: int, per_entry: int) -> float:
+    """`hops` agents spread over `processes` worker processes; events/s through all of them."""
+    client = aioredis.Redis.from_url(url)
+    await client.flushall()
+    await client.aclose()
+    app, topics = chain_app(url, hops)
+    groups = [[f"hop{i}" for i in range(hops) if i % processes == p] for p in range(processes)]
+    workers = []
+    for group in groups:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.runtime_hop", "--worker", url, str(hops), ",".join(group),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert worker.stdout is not None
+        assert (await asyncio.wait_for(worker.stdout.readline(), 60)).startswith(b"ready")
+        workers.append(worker)
+    rate = await drain(url, app, topics, events, per_entry, hops)
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
     for worker in workers:
         await worker.wait()
     await app.transport.close()
-    await client.aclose()
-    return events / elapsed
+    return rate
 
 
 def run_worker(url: str, hops: int, agents: list[str]) -> None:
     """Worker process body for `process_chain`."""
     gc.freeze()
     app, _ = chain_app(url, hops)
-    app.run(agents)
+    app.run(agents, on_ready=lambda: print("ready", flush=True))
 
 
 def main() -> None:
@@ -179,8 +194,8 @@ def main() -> None:
         url, n, per = server.url, args.events, args.per_entry
         cases: list[tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
             ("plain redis-py hop (baseline)", lambda: plain_hop(url, n)),
-            ("runtime hop, input 1 msg/entry", lambda: runtime_chain(url, n, 1, 1)),
-            (f"runtime hop, input {per} msg/entry", lambda: runtime_chain(url, n, 1, per)),
+            ("runtime hop, input 1 msg/entry", lambda: runtime_chain(url, n, 1, 1, prefilled=True)),
+            (f"runtime hop, input {per} msg/entry", lambda: runtime_chain(url, n, 1, per, prefilled=True)),
             ("runtime chain, 5 agents, 1 process", lambda: runtime_chain(url, n, 5, per)),
             ("runtime chain, 5 agents, 2 processes", lambda: process_chain(url, n, 5, 2, per)),
             ("runtime chain, 5 agents, 5 processes", lambda: process_chain(url, n, 5, 5, per)),
