@@ -28,7 +28,7 @@ def say(message: str) -> None:
 
 
 def ensure_environment() -> None:
-    """Create .venv and install the project with its test extras if pyproject.toml changed."""
+    """Create .venv and install the project with its test and benchmark extras if pyproject.toml changed."""
     if sys.version_info < (3, 11):  # noqa: UP036 (dev.py may be started by an older Python)
         sys.exit(f"Python 3.11 or newer is needed (this is {sys.version.split()[0]})")
     if not (BIN / "python").exists():
@@ -41,7 +41,7 @@ def ensure_environment() -> None:
     say("installing the exchange and its dependencies (first run: a minute or two)")
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check"]
     subprocess.run([*pip, "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", "--quiet", "-e", f"{ROOT}[test]"], check=True)
+    subprocess.run([*pip, "install", "--quiet", "-e", f"{ROOT}[test,bench]"], check=True)
     for old in VENV.glob(".installed-*"):
         old.unlink()
     stamp.touch()
