@@ -7,6 +7,8 @@
 - `service_urls` (session): both, as an `infra.services.ServiceUrls`.
 - `redis_flush` (function): `redis_url` after FLUSHALL, so the test starts from an empty server.
 - `database_flush` (function): `database_url` after dropping and recreating schema `public`.
+- `transport` (function, two params): an empty `MemoryTransport`, then an empty `RedisTransport`
+  on `redis_url`, so a test runs against both stream stores.
 - `service_dir` (function): an empty temporary folder the embedded PostgreSQL can use even
   as root (its parents are enterable by the `exchange-pg` user), removed afterwards.
 
@@ -20,7 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,9 @@ import redis
 
 from infra.services import PostgresService, ServiceUrls, ValkeyService
 from infra.services.postgres import pginstall
+from pipeline.transport.base import Transport
+from pipeline.transport.memory import MemoryTransport
+from pipeline.transport.redis import RedisTransport
 
 
 def make_service_dir(prefix: str) -> Path:
@@ -108,3 +113,15 @@ def database_flush(database_url: str) -> str:
         timeout=60,
     )  # fmt: skip
     return database_url
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def transport(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Transport]:
+    """A fresh, empty transport of each kind (the Redis one on `redis_url`, flushed)."""
+    if request.param == "memory":
+        yield MemoryTransport()
+        return
+    redis_transport = RedisTransport(redis_url)
+    await redis_transport.client.flushall()
+    yield redis_transport
+    await redis_transport.close()
