@@ -70,10 +70,11 @@ class RestingOrder:
 class Level:
     """All resting orders at one price, oldest first, and their total remaining lots."""
 
-    __slots__ = ("count", "head", "price", "tail", "total")
+    __slots__ = ("count", "head", "is_buy", "price", "tail", "total")
 
-    def __init__(self, price: int) -> None:
+    def __init__(self, price: int, is_buy: bool) -> None:
         self.price = price
+        self.is_buy = is_buy
         self.total = 0
         self.count = 0
         self.head: RestingOrder | None = None
@@ -84,6 +85,10 @@ class Level:
         while order is not None:
             yield order
             order = order.next
+
+
+_new_order = object.__new__
+_COMPACT_CHANGES_AT = 4_096
 
 
 class OpenOrder(msgspec.Struct, frozen=True, array_like=True):
@@ -110,7 +115,8 @@ class BookSnapshot(msgspec.Struct, frozen=True, array_like=True):
 class OrderBook:
     """The resting orders of one market."""
 
-    __slots__ = ("ask_prices", "asks", "bid_prices", "bids", "by_account", "changed", "orders", "symbol")
+    __slots__ = ("_compact_at", "ask_prices", "asks", "bid_prices", "bids", "by_account", "changed", "orders",
+                 "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
@@ -123,17 +129,24 @@ class OrderBook:
         self.ask_prices: list[list[int]] = self.asks._list._lists  # type: ignore[attr-defined]
         self.orders: dict[int, RestingOrder] = {}
         self.by_account: dict[int, dict[str, RestingOrder]] = {}
-        # Levels whose total changed since the last `drain_changes()`: (is_buy, price) -> None.
-        self.changed: dict[tuple[bool, int], None] = {}
+        # Levels whose total changed since the last `drain_changes()`, in the order they first
+        # changed: Level -> None (keyed by the object: no tuple to build on the hot path; a level
+        # emptied and re-created in between appears twice, `drain_changes` reports it once).
+        self.changed: dict[Level, None] = {}
+        self._compact_at = _COMPACT_CHANGES_AT
 
     # ------------------------------------------------------------------ changes
 
     def add(self, order: RestingOrder) -> None:
         """Put `order` at the back of its price level."""
-        side = self.bids if order.is_buy else self.asks
-        level = side.get(order.price)
+        is_buy = order.is_buy
+        price = order.price
+        side = self.bids if is_buy else self.asks
+        level = side.get(price)
         if level is None:
-            level = side[order.price] = Level(order.price)
+            level = side[price] = Level(price, is_buy)
+            if len(self.changed) >= self._compact_at:
+                self._compact_changes()
         tail = level.tail
         if tail is None:
             level.head = order
@@ -143,7 +156,7 @@ class OrderBook:
         level.tail = order
         level.total += order.remaining
         level.count += 1
-        self.changed[(order.is_buy, order.price)] = None
+        self.changed[level] = None
         order.level = level
         self.orders[order.order_id] = order
         account_orders = self.by_account.get(order.account_id)
@@ -151,6 +164,46 @@ class OrderBook:
             self.by_account[order.account_id] = {order.client_order_id: order}
         else:
             account_orders[order.client_order_id] = order
+
+    def rest(self, order_id: int, account_id: int, client_order_id: str, is_buy: bool, price: int, qty: int,
+             remaining: int, filled_quote: int, ts: int) -> RestingOrder:
+        """Create an order and put it at the back of its price level: `add` for the engine's hot path."""
+        side = self.bids if is_buy else self.asks
+        level = side.get(price)
+        if level is None:
+            level = side[price] = Level(price, is_buy)
+            if len(self.changed) >= self._compact_at:
+                self._compact_changes()
+        # RestingOrder(...) without the cost of calling a Python __init__: same fields, set here.
+        order = _new_order(RestingOrder)
+        order.order_id = order_id
+        order.account_id = account_id
+        order.client_order_id = client_order_id
+        order.is_buy = is_buy
+        order.price = price
+        order.qty = qty
+        order.remaining = remaining
+        order.filled_quote = filled_quote
+        order.ts = ts
+        order.next = None
+        order.level = level
+        tail = level.tail
+        order.prev = tail
+        if tail is None:
+            level.head = order
+        else:
+            tail.next = order
+        level.tail = order
+        level.total += remaining
+        level.count += 1
+        self.changed[level] = None
+        self.orders[order_id] = order
+        account_orders = self.by_account.get(account_id)
+        if account_orders is None:
+            self.by_account[account_id] = {client_order_id: order}
+        else:
+            account_orders[client_order_id] = order
+        return order
 
     def remove(self, order: RestingOrder) -> None:
         """Take `order` out of the book (cancel, expiry or complete fill)."""
@@ -167,9 +220,9 @@ class OrderBook:
             nxt.prev = prev
         level.total -= order.remaining
         level.count -= 1
-        self.changed[(order.is_buy, level.price)] = None
+        self.changed[level] = None
         if level.count == 0:
-            del (self.bids if order.is_buy else self.asks)[level.price]
+            del (self.bids if level.is_buy else self.asks)[level.price]
         order.prev = order.next = order.level = None
         del self.orders[order.order_id]
         account_orders = self.by_account[order.account_id]
@@ -184,23 +237,42 @@ class OrderBook:
         level = order.level
         assert level is not None
         level.total -= lots
-        self.changed[(order.is_buy, level.price)] = None
+        self.changed[level] = None
         if order.remaining == 0:
             self.remove(order)
+
+    def _compact_changes(self) -> None:
+        """Keep one entry per (side, price) in `changed`, so a book nobody drains stays bounded."""
+        first: dict[tuple[bool, int], Level] = {}
+        for level in self.changed:
+            first.setdefault((level.is_buy, level.price), level)
+        self.changed = dict.fromkeys(first.values())
+        self._compact_at = max(_COMPACT_CHANGES_AT, 2 * len(self.changed))
 
     def drain_changes(self) -> list[tuple[bool, int, int]]:
         """Levels changed since the last call, as (is_buy, price ticks, total lots now; 0 = gone).
 
         In the order each level first changed; a level changed several times appears once.
         """
-        if not self.changed:
+        changed = self.changed
+        if not changed:
             return []
-        bids, asks = self.bids, self.asks
-        out = []
-        for is_buy, price in self.changed:
-            level = (bids if is_buy else asks).get(price)
-            out.append((is_buy, price, 0 if level is None else level.total))
         self.changed = {}
+        bids, asks = self.bids, self.asks
+        if len(changed) == 1:
+            for level in changed:
+                is_buy, price = level.is_buy, level.price
+                now = (bids if is_buy else asks).get(price)
+                return [(is_buy, price, 0 if now is None else now.total)]
+        out = []
+        seen: set[tuple[bool, int]] = set()
+        for level in changed:
+            key = (level.is_buy, level.price)
+            if key in seen:  # emptied and re-created since the last drain: report it once
+                continue
+            seen.add(key)
+            now = (bids if key[0] else asks).get(key[1])
+            out.append((key[0], key[1], 0 if now is None else now.total))
         return out
 
     # ------------------------------------------------------------------ queries

@@ -28,35 +28,52 @@ class ClientIdPolicy(msgspec.Struct, frozen=True):
 
 
 class EndedClientIds:
-    """The remembered (account, client id) pairs of ended orders of one market, oldest first."""
+    """The remembered (account, client id) pairs of ended orders of one market, oldest first.
 
-    __slots__ = ("_ids", "_queue", "policy")
+    Kept as two parallel queues (`times`: ended ts, `keys`: (account, client id)) plus `ids`,
+    the set of the pairs, so remembering an id allocates one tuple and checking one allocates
+    one. The engine's hot path inlines `contains` from these attributes (read-only there).
+    """
+
+    __slots__ = ("ids", "keys", "max_ids", "policy", "times", "window_ns")
 
     def __init__(self, policy: ClientIdPolicy) -> None:
         self.policy = policy
-        self._queue: deque[tuple[int, int, str]] = deque()
-        self._ids: set[tuple[int, str]] = set()
+        self.window_ns = policy.window_ns
+        self.max_ids = policy.max_ids
+        self.times: deque[int] = deque()
+        self.keys: deque[tuple[int, str]] = deque()
+        self.ids: set[tuple[int, str]] = set()
 
     def remember(self, ts: int, account_id: int, client_order_id: str) -> None:
         """Reserve the id of an order that ended at `ts`."""
-        self._queue.append((ts, account_id, client_order_id))
-        self._ids.add((account_id, client_order_id))
-        if len(self._queue) > self.policy.max_ids:
-            _, account, coid = self._queue.popleft()
-            self._ids.discard((account, coid))
+        key = (account_id, client_order_id)
+        keys = self.keys
+        self.times.append(ts)
+        keys.append(key)
+        self.ids.add(key)
+        if len(keys) > self.max_ids:
+            self.times.popleft()
+            self.ids.discard(keys.popleft())
+
+    def expire(self, now: int) -> None:
+        """Forget the ids that ended more than the window before `now`."""
+        times, keys, ids = self.times, self.keys, self.ids
+        horizon = now - self.window_ns
+        while times and times[0] < horizon:
+            times.popleft()
+            ids.discard(keys.popleft())
 
     def contains(self, now: int, account_id: int, client_order_id: str) -> bool:
         """Whether the id is still reserved for a command at time `now` (forgets expired ids)."""
-        queue = self._queue
-        horizon = now - self.policy.window_ns
-        while queue and queue[0][0] < horizon:
-            _, account, coid = queue.popleft()
-            self._ids.discard((account, coid))
-        return (account_id, client_order_id) in self._ids
+        times = self.times
+        if times and times[0] < now - self.window_ns:
+            self.expire(now)
+        return (account_id, client_order_id) in self.ids
 
     def entries(self) -> list[tuple[int, int, str]]:
         """(ended ts, account, client id), oldest first: for snapshots."""
-        return list(self._queue)
+        return [(ts, account, coid) for ts, (account, coid) in zip(self.times, self.keys, strict=True)]
 
     def load(self, entries: list[tuple[int, int, str]]) -> None:
         for ts, account, coid in entries:

@@ -57,23 +57,46 @@ from pipeline.core.messages import (
     PlaceOrder,
     RejectReason,
     SetMarketStatus,
+    Side,
     TradeExecuted,
 )
-from pipeline.core.validation import check_order
+from pipeline.core.validation import MAX_CLIENT_ORDER_ID_LEN, check_order
 
 UNLIMITED: Final = 1 << 62
 
 
 class MarketState:
-    """Everything the engine keeps for one market."""
+    """Everything the engine keeps for one market.
 
-    __slots__ = ("book", "ended_ids", "market", "next_trade_id")
+    Besides the market it keeps the market's filters as plain attributes (refreshed whenever
+    `market` is set), read by the engine's fast path for plain LIMIT orders.
+    """
+
+    __slots__ = ("_market", "book", "ended_ids", "max_price", "max_qty", "min_notional_ticks_lots",
+                 "min_price", "min_qty", "next_trade_id", "symbol", "trading")
 
     def __init__(self, market: Market, policy: ClientIdPolicy) -> None:
         self.market = market
         self.book = OrderBook(market.spec.symbol)
         self.next_trade_id = 1
         self.ended_ids = EndedClientIds(policy)
+
+    @property
+    def market(self) -> Market:
+        return self._market
+
+    @market.setter
+    def market(self, market: Market) -> None:
+        self._market = market
+        self.symbol = market.spec.symbol
+        self.trading = market.spec.status == "TRADING"
+        self.min_price = market.min_price_ticks
+        self.max_price = market.max_price_ticks
+        self.min_qty = market.min_qty_lots
+        self.max_qty = market.max_qty_lots
+        # price * qty * unit >= min notional  <=>  price * qty >= ceil(min notional / unit)  (unit > 0)
+        unit = market.quote_per_tick_lot
+        self.min_notional_ticks_lots = -(-market.min_notional_quote // unit) if unit > 0 else UNLIMITED
 
 
 class MarketSnapshot(msgspec.Struct, frozen=True, array_like=True):
@@ -110,7 +133,12 @@ class MatchingEngine:
     def process(self, command: PlaceOrder | CancelOrder | CancelAll | CancelReplace | SetMarketStatus,
                 ) -> list[Event]:
         """Apply one command and return the events it caused, in order."""
-        handler = self._handlers.get(type(command))
+        kind = type(command)
+        if kind is PlaceOrder:
+            return self._place(command)  # type: ignore[arg-type]
+        if kind is CancelOrder:
+            return self._cancel(command)  # type: ignore[arg-type]
+        handler = self._handlers.get(kind)
         if handler is None:
             raise CoreError(f"the matching engine does not handle {type(command).__name__}")
         return handler(command)
@@ -167,31 +195,73 @@ class MatchingEngine:
         state = self._states.get(cmd.symbol)
         if state is None:
             return [_rejected(cmd, "UNKNOWN_SYMBOL")]
-        reason = check_order(cmd, state.market)
-        if reason is None:
-            book = state.book
-            if cmd.order_id in book.orders:
-                reason = "DUPLICATE_ORDER_ID"
+        price = cmd.price_ticks
+        qty = cmd.qty_lots
+        coid = cmd.client_order_id
+        otype = cmd.order_type
+        # `check_order` inlined for a plain LIMIT order that passes every filter; anything else
+        # (another type, or any filter failing) gets `check_order`'s own verdict.
+        if not (otype == "LIMIT" and state.trading and state.min_price <= price <= state.max_price
+                and state.min_qty <= qty <= state.max_qty and price * qty >= state.min_notional_ticks_lots
+                and cmd.quote_qty == 0 and cmd.order_id > 0 and 0 < len(coid) <= MAX_CLIENT_ORDER_ID_LEN
+                and cmd.symbol == state.symbol):
+            reason = check_order(cmd, state.market)
+            if reason is not None:
+                return [_rejected(cmd, reason)]
+        book = state.book
+        order_id = cmd.order_id
+        if order_id in book.orders:
+            return [_rejected(cmd, "DUPLICATE_ORDER_ID")]
+        account = cmd.account_id
+        open_ids = book.by_account.get(account)
+        if open_ids is not None and coid in open_ids:
+            return [_rejected(cmd, "DUPLICATE_CLIENT_ORDER_ID")]
+        ended = state.ended_ids  # `ended.contains(ts, account, coid)`, inlined
+        times = ended.times
+        ts = cmd.ts
+        if times and times[0] < ts - ended.window_ns:
+            ended.expire(ts)
+        if (account, coid) in ended.ids:
+            return [_rejected(cmd, "DUPLICATE_CLIENT_ORDER_ID")]
+        if otype == "LIMIT" and cmd.time_in_force == "GTC":
+            # The common case: a GTC limit order that does not cross rests at once (as `_execute`
+            # would do it, without its set-up). Best prices straight from the sorted key lists.
+            side = cmd.side
+            if side == "BUY":
+                asks = book.ask_prices
+                rests = not asks or asks[0][0] > price
             else:
-                open_ids = book.by_account.get(cmd.account_id)
-                if (open_ids is not None and cmd.client_order_id in open_ids) or \
-                        state.ended_ids.contains(cmd.ts, cmd.account_id, cmd.client_order_id):
-                    reason = "DUPLICATE_CLIENT_ORDER_ID"
-        if reason is not None:
-            return [_rejected(cmd, reason)]
+                bids = book.bid_prices
+                rests = not bids or bids[-1][-1] < price
+            if rests:
+                book.rest(order_id, account, coid, side == "BUY", price, qty, qty, 0, ts)
+                return [OrderAccepted(ts, cmd.symbol, order_id, coid, account, side, otype, "GTC", price, qty,
+                                      cmd.quote_qty)]
         events: list[Event] = []
         _execute(state, cmd, events)
         return events
 
     def _cancel(self, cmd: CancelOrder) -> list[Event]:
         state = self._states.get(cmd.symbol)
-        order = None if state is None else _find(state.book, cmd.account_id, cmd.order_id,
-                                                  cmd.client_order_id)
+        if state is None:
+            order = None
+        elif cmd.order_id:  # `_find` inlined for the common case
+            order = state.book.orders.get(cmd.order_id)
+            if order is not None and order.account_id != cmd.account_id:
+                order = None
+        else:
+            order = _find(state.book, cmd.account_id, 0, cmd.client_order_id)
         if state is None or order is None:
-            return [CancelRejected(ts=cmd.ts, symbol=cmd.symbol, account_id=cmd.account_id,
-                                   order_id=cmd.order_id, client_order_id=cmd.client_order_id,
-                                   reason="UNKNOWN_SYMBOL" if state is None else "UNKNOWN_ORDER")]
-        return [_cancel_order(state, order, cmd.ts)]
+            return [CancelRejected(cmd.ts, cmd.symbol, cmd.account_id, cmd.order_id, cmd.client_order_id,
+                                   "UNKNOWN_SYMBOL" if state is None else "UNKNOWN_ORDER")]
+        # `_cancel_order` inlined
+        book = state.book
+        book.remove(order)
+        ts = cmd.ts
+        coid = order.client_order_id
+        state.ended_ids.remember(ts, cmd.account_id, coid)
+        return [OrderCanceled(ts, book.symbol, order.order_id, coid, cmd.account_id,
+                              "BUY" if order.is_buy else "SELL", order.qty - order.remaining, order.filled_quote)]
 
     def _cancel_all(self, cmd: CancelAll) -> list[Event]:
         state = self._states.get(cmd.symbol)
@@ -274,10 +344,9 @@ def _cancel_order(state: MarketState, order: RestingOrder, ts: int) -> OrderCanc
 def _maker_expired(state: MarketState, maker: RestingOrder, ts: int) -> OrderExpired:
     state.book.remove(maker)
     state.ended_ids.remember(ts, maker.account_id, maker.client_order_id)
-    return OrderExpired(ts=ts, symbol=state.book.symbol, order_id=maker.order_id,
-                        client_order_id=maker.client_order_id, account_id=maker.account_id,
-                        side="BUY" if maker.is_buy else "SELL", filled_lots=maker.qty - maker.remaining,
-                        filled_quote=maker.filled_quote, status="EXPIRED_IN_MATCH", reason="SELF_TRADE")
+    return OrderExpired(ts, state.book.symbol, maker.order_id, maker.client_order_id, maker.account_id,
+                        "BUY" if maker.is_buy else "SELL", maker.qty - maker.remaining, maker.filled_quote,
+                        "EXPIRED_IN_MATCH", "SELF_TRADE")
 
 
 def _would_take(book: OrderBook, is_buy: bool, price: int) -> bool:
@@ -339,8 +408,8 @@ def _execute(state: MarketState, cmd: PlaceOrder, events: list[Event]) -> None:
                                 otype, tif, cmd.price_ticks, cmd.qty_lots, cmd.quote_qty))
     if not crosses:  # a limit order that cannot trade now
         if tif == "GTC":
-            book.add(RestingOrder(cmd.order_id, cmd.account_id, cmd.client_order_id, is_buy, cmd.price_ticks,
-                                  cmd.qty_lots, cmd.qty_lots, 0, ts))
+            book.rest(cmd.order_id, cmd.account_id, cmd.client_order_id, is_buy, cmd.price_ticks, cmd.qty_lots,
+                      cmd.qty_lots, 0, ts)
         else:
             _end_taker(state, cmd, events, 0, 0, "EXPIRED", "FOK_NOT_FILLABLE" if tif == "FOK" else "NOT_FILLED")
         return
@@ -375,6 +444,10 @@ def _execute(state: MarketState, cmd: PlaceOrder, events: list[Event]) -> None:
     order_id = cmd.order_id
     side = cmd.side
     append = events.append
+    changed = book.changed
+    remove = book.remove
+    remember = state.ended_ids.remember
+    maker_side: Side = "SELL" if is_buy else "BUY"
     while lots_left and prices:
         price = prices[0][0] if is_buy else prices[-1][-1]
         level = levels[price]
@@ -411,11 +484,16 @@ def _execute(state: MarketState, cmd: PlaceOrder, events: list[Event]) -> None:
             filled_quote += quote
             if quote_left >= 0:
                 quote_left -= quote
-            book.reduce(maker, lots, quote)
+            # book.reduce(maker, lots, quote), inlined
+            maker.remaining -= lots
+            maker.filled_quote += quote
+            level.total -= lots
+            changed[level] = None
             if maker.remaining == 0:
-                state.ended_ids.remember(ts, maker.account_id, maker.client_order_id)
+                remove(maker)
+                remember(ts, maker.account_id, maker.client_order_id)
                 append(OrderFilled(ts, symbol, maker.order_id, maker.client_order_id, maker.account_id,
-                                   "SELL" if is_buy else "BUY", maker.qty, maker.filled_quote))
+                                   maker_side, maker.qty, maker.filled_quote))
             if not lots_left:
                 break
             if maker.remaining:  # the quote limit stopped this fill: nothing more fits
@@ -439,8 +517,8 @@ def _execute(state: MarketState, cmd: PlaceOrder, events: list[Event]) -> None:
     elif lots_left == 0:
         _end_taker(state, cmd, events, filled, filled_quote, "FILLED", "NOT_FILLED")
     elif otype != "MARKET" and cmd.time_in_force == "GTC":
-        book.add(RestingOrder(cmd.order_id, cmd.account_id, cmd.client_order_id, is_buy, cmd.price_ticks,
-                              cmd.qty_lots, lots_left, filled_quote, ts))
+        book.rest(cmd.order_id, cmd.account_id, cmd.client_order_id, is_buy, cmd.price_ticks, cmd.qty_lots,
+                  lots_left, filled_quote, ts)
     else:
         _end_taker(state, cmd, events, filled, filled_quote, "EXPIRED",
                    "NO_BUDGET" if stop == "NO_BUDGET" else "NOT_FILLED")
@@ -453,7 +531,6 @@ def _end_taker(state: MarketState, cmd: PlaceOrder, events: list[Event], filled:
         events.append(OrderFilled(cmd.ts, cmd.symbol, cmd.order_id, cmd.client_order_id, cmd.account_id,
                                   cmd.side, filled, filled_quote))
     else:
-        events.append(OrderExpired(
-            ts=cmd.ts, symbol=cmd.symbol, order_id=cmd.order_id, client_order_id=cmd.client_order_id,
-            account_id=cmd.account_id, side=cmd.side, filled_lots=filled, filled_quote=filled_quote,
-            status="EXPIRED_IN_MATCH" if status == "EXPIRED_IN_MATCH" else "EXPIRED", reason=reason))
+        events.append(OrderExpired(cmd.ts, cmd.symbol, cmd.order_id, cmd.client_order_id, cmd.account_id, cmd.side,
+                                   filled, filled_quote,
+                                   "EXPIRED_IN_MATCH" if status == "EXPIRED_IN_MATCH" else "EXPIRED", reason))
