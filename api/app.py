@@ -1,17 +1,27 @@
-"""The Litestar application: health now; the Binance-compatible API builds on it.
+"""The Litestar application: health, the Binance-compatible REST API, admin actions.
 
 `create_app(exchange)` serves the exchange whose agents run in this process (or
 elsewhere: the API reads only streams and read models in Redis, never agent memory).
+The exchange's transport must be a `RedisTransport` (its client serves the read models).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
 from litestar.datastructures import State
 
+from api.admin import admin_router
+from api.context import ApiConfig, ApiContext
+from api.errors import exception_handlers
 from api.health import Health, pipeline_health
+from api.limits import WeightLimiter
+from api.orders import orders_router
+from api.public import public_router
+from api.replace import replace_router
+from api.writer import CommandWriter
 from pipeline.exchange import Exchange
 
 DEFAULT_MAX_LAG = 10_000
@@ -37,9 +47,21 @@ async def server_time() -> dict[str, int]:
     return {"serverTime": time.time_ns() // 1_000_000}
 
 
-def create_app(exchange: Exchange, *, max_lag: int = DEFAULT_MAX_LAG) -> Litestar:
-    """The API over `exchange`."""
+def create_app(exchange: Exchange, *, max_lag: int = DEFAULT_MAX_LAG, config: ApiConfig | None = None,
+               client: Any = None) -> Litestar:
+    """The API over `exchange` (`client`: a redis.asyncio client; default the transport's own)."""
+    config = config or ApiConfig.from_env()
+    if client is None:
+        client = getattr(exchange.app.transport, "client", None)
+        if client is None:
+            raise TypeError("the API needs a Redis transport (or pass client=)")
+    api = ApiContext(exchange, client, CommandWriter(exchange.orders_in, client), config)
     return Litestar(
-        route_handlers=[healthz, ping, server_time],
-        state=State({"exchange": exchange, "max_lag": max_lag}),
+        route_handlers=[healthz, ping, server_time, public_router, orders_router, replace_router,
+                        admin_router],
+        state=State({"exchange": exchange, "max_lag": max_lag, "api": api}),
+        exception_handlers=exception_handlers(),
+        on_shutdown=[api.writer.close],
+        before_request=WeightLimiter(config.weight_per_minute).before_request,
+        request_max_body_size=config.max_body_bytes,
     )

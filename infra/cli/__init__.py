@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "infra.cli.services",
     "infra.cli.topics",
     "infra.cli.worker",
+    "infra.cli.admin",
 )
 
 

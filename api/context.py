@@ -1,0 +1,99 @@
+"""What the API handlers share: the exchange, its Redis client, markets, the command writer, timeouts."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from api.errors import invalid_symbol
+from api.writer import CommandWriter
+from pipeline.core.markets import Asset, Market
+from pipeline.exchange import Exchange
+
+
+@dataclass
+class ApiConfig:
+    """Tunables of the API (defaults suit production; tests shorten the waits).
+
+    | variable                        | default | meaning                                       |
+    |---------------------------------|---------|-----------------------------------------------|
+    | `EXCHANGE_API_RESULT_TIMEOUT_MS`| 5000    | RESULT/FULL orders and cancels wait this long |
+    | `EXCHANGE_API_WEIGHT_PER_MINUTE`| 6000    | request weight per client IP per minute (0 = no limit) |
+    """
+
+    result_timeout_s: float = 5.0
+    """How long RESULT/FULL orders and cancels wait for the engine's outcome."""
+    lookup_wait_s: float = 1.0
+    """How long a query for an acknowledged order waits for it to reach the read model."""
+    max_body_bytes: int = 64 * 1024
+    weight_per_minute: int = 6000
+    """Binance REQUEST_WEIGHT limit per client IP and minute; 0 turns rate limiting off."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiConfig:
+        def number(name: str, default: int) -> int:
+            raw = environ.get(name, "").strip()
+            if not raw:
+                return default
+            value = int(raw)
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0")
+            return value
+
+        return cls(result_timeout_s=number("EXCHANGE_API_RESULT_TIMEOUT_MS", 5000) / 1000,
+                   weight_per_minute=number("EXCHANGE_API_WEIGHT_PER_MINUTE", 6000))
+
+
+@dataclass
+class ApiContext:
+    exchange: Exchange
+    client: Any
+    """redis.asyncio client of the read models (the transport's own client)."""
+    writer: CommandWriter
+    config: ApiConfig = field(default_factory=ApiConfig)
+
+    @property
+    def markets(self) -> dict[str, Market]:
+        return self.exchange.markets
+
+    def market(self, symbol: str) -> Market:
+        market = self.exchange.markets.get(symbol)
+        if market is None:
+            raise invalid_symbol()
+        return market
+
+    def assets(self) -> dict[str, Asset]:
+        out: dict[str, Asset] = {}
+        for market in self.exchange.markets.values():
+            out[market.base_asset.symbol] = market.base_asset
+            out[market.quote_asset.symbol] = market.quote_asset
+        return out
+
+    @staticmethod
+    def now_ms() -> int:
+        return time.time_ns() // 1_000_000
+
+
+def fmt(value: Decimal, decimals: int = 8) -> str:
+    """A decimal string with exactly `decimals` places, as Binance prints amounts."""
+    return f"{value:.{decimals}f}"
+
+
+def price_str(market: Market, ticks: int) -> str:
+    return fmt(market.ticks_to_price(ticks), market.quote_asset.decimals)
+
+
+def qty_str(market: Market, lots: int) -> str:
+    return fmt(market.lots_to_qty(lots), market.base_asset.decimals)
+
+
+def quote_str(market: Market, units: int) -> str:
+    return fmt(market.quote_asset.from_units(units), market.quote_asset.decimals)
+
+
+def units_str(asset: Asset, units: int) -> str:
+    return fmt(asset.from_units(units), asset.decimals)

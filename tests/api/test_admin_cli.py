@@ -1,0 +1,45 @@
+"""`exchange admin ...` against the session's Valkey (REDIS_URL)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+import redis
+
+from infra.cli import main
+from pipeline.batching import BatchDecoder
+from pipeline.core.messages import Command, Deposit, SetMarketStatus
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, str]]:
+    code = main(["admin", *argv])
+    out = capsys.readouterr().out
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return code, {k.strip(): v.strip() for k, v in fields.items()}
+
+
+def test_admin_commands(redis_flush: str, monkeypatch: pytest.MonkeyPatch,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_flush)
+    code, created = run(capsys, "create-account", "bob")
+    assert code == 0 and created["account"] == "1" and len(created["api key"]) == 64 and created["secret"]
+    code, second = run(capsys, "api-key", "1", "--read-only")
+    assert code == 0 and second["permissions"] == "read" and second["api key"] != created["api key"]
+    assert main(["admin", "api-key", "42"]) == 1
+    assert run(capsys, "deposit", "1", "USDT", "250.5")[0] == 0
+    assert main(["admin", "deposit", "1", "USDT", "0.000000001"]) == 1
+    assert main(["admin", "deposit", "7", "USDT", "1"]) == 1
+    assert run(capsys, "market", "BTCUSDT", "halted")[0] == 0
+    assert main(["admin", "market", "NOPE", "trading"]) == 1
+    assert main(["admin", "revoke-key", second["api key"]]) == 0
+    client = redis.Redis.from_url(redis_flush)
+    try:
+        decoder: BatchDecoder[Command] = BatchDecoder(Command)
+        commands = [c for _, fields in client.xrange("orders.in:0") for c in decoder.decode(fields[b"d"])]
+        assert [type(c) for c in commands] == [Deposit, SetMarketStatus]
+        assert msgspec.structs.astuple(commands[0])[1:4] == (1, "USDT", 25_050_000_000)
+        assert client.get("market:status:BTCUSDT") == b"HALT"
+        assert not client.exists(f"apikey:{second['api key']}")
+        assert client.hget(f"apikey:{created['api key']}", "secret") == created["secret"].encode()
+    finally:
+        client.close()
