@@ -1,6 +1,7 @@
 """The whole exchange pipeline over real Valkey (AOF everysec), orders injected at `orders.in`.
 
     .venv/bin/python -m bench.pipeline_bench [--orders 100000] [--rate 5000] [--seconds 20] [--workers 1]
+        [--uvloop/--no-uvloop] [--profile DIR]
 
 Two measurements, with the agents in `exchange worker` processes and the injector here:
 
@@ -12,6 +13,12 @@ Two measurements, with the agents in `exchange worker` processes and the injecto
    does not hide delays); for every trade, the time from its taker order entering
    `orders.in` to the trade arriving on the published stream (`market.trades` when the
    publish agent exists, else `orders.events`), as a subscriber sees it.
+
+The box is shared, so wall-clock throughput is noisy: the throughput phase also reports
+the CPU time (user + system, from /proc) each process spent per order -- every worker,
+the Valkey server and the injector -- which other load disturbs much less. With
+``--profile DIR`` each worker is sampled by py-spy during both phases (raw collapsed
+stacks in DIR, summarised per agent at the end, scaled to each worker's CPU per order).
 """
 
 from __future__ import annotations
@@ -33,6 +40,20 @@ from pipeline.exchange import Exchange, build_exchange
 from pipeline.transport.base import START
 from pipeline.transport.redis import RedisTransport
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def own_cpu_seconds() -> float:
+    return time.process_time()
+
+
 WORKER_SPLITS = {
     1: ["validate,risk,settle,match,publish"],
     2: ["validate,risk,settle", "match,publish"],
@@ -53,12 +74,16 @@ def percentile(sorted_values: list[int], q: float) -> float:
     return sorted_values[index] / 1e6
 
 
-async def start_workers(url: str, exchange: Exchange, workers: int) -> list[asyncio.subprocess.Process]:
+async def start_workers(
+    url: str, exchange: Exchange, workers: int, uvloop: bool | None = None
+) -> list[asyncio.subprocess.Process]:
     known = set(exchange.app.agents)
     processes = []
     for group in WORKER_SPLITS[workers]:
         agents = ",".join(a for a in group.split(",") if a in known)
         env = {**os.environ, "REDIS_URL": url}
+        if uvloop is not None:
+            env["EXCHANGE_UVLOOP"] = "1" if uvloop else "0"
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "infra", "worker", "--agents", agents, env=env,
             stdout=asyncio.subprocess.PIPE,
@@ -82,14 +107,44 @@ def published_topic(exchange: Exchange) -> str:
     return "market.trades" if "market.trades" in exchange.app.topics else "orders.events"
 
 
-async def throughput(url: str, orders: int, workers: int) -> tuple[float, int]:
+async def start_profilers(
+    processes: list[asyncio.subprocess.Process], directory: str, phase: str = "throughput"
+) -> list[Any]:
+    """py-spy, sampling each worker (raw collapsed stacks, idle frames left out)."""
+    os.makedirs(directory, exist_ok=True)
+    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    profilers = []
+    for index, process in enumerate(processes):
+        profilers.append(await asyncio.create_subprocess_exec(
+            spy, "record", "--pid", str(process.pid), "--format", "raw", "--rate", "250", "--nonblocking",
+            "-o", os.path.join(directory, f"{phase}-worker-{index}.txt"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        ))
+    await asyncio.sleep(1.0)  # py-spy attaches
+    return profilers
+
+
+async def stop_profilers(profilers: list[Any]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        await asyncio.wait_for(profiler.wait(), 60)
+
+
+async def throughput(
+    url: str, orders: int, workers: int, server_pid: int, uvloop: bool | None = None, profile: str | None = None
+) -> tuple[float, int, dict[str, float]]:
     transport = RedisTransport(url)
     await transport.client.flushall()
     exchange = build_exchange(transport)
     markets = exchange.markets
     commands: list[Any] = [*funding(markets, range(1, 201)), *order_flow(markets, orders, seed=1,
                                                                           accounts=range(1, 201), mid=100_000)]
-    processes = await start_workers(url, exchange, workers)
+    processes = await start_workers(url, exchange, workers, uvloop)
+    profilers = await start_profilers(processes, profile) if profile else []
+    pids = {f"worker {i}": p.pid for i, p in enumerate(processes)} | {"valkey": server_pid}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    own_before = own_cpu_seconds()
     start = time.perf_counter()
     for i in range(0, len(commands), 100):
         chunk = commands[i : i + 100]
@@ -103,14 +158,32 @@ async def throughput(url: str, orders: int, workers: int) -> tuple[float, int]:
                 await asyncio.sleep(0.005)
     await wait_for_condition(lambda: caught_up(exchange), 600, "the pipeline to drain", interval=0.01)
     elapsed = time.perf_counter() - start
+    cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / len(commands) * 1e6 for name, pid in pids.items()}
+    cpu["injector"] = (own_cpu_seconds() - own_before) / len(commands) * 1e6
+    cpu["wall"] = elapsed / len(commands) * 1e6
+    await stop_profilers(profilers)
     trades = await count_trades(exchange)
     await stop_workers(processes)
     await transport.close()
-    return len(commands) / elapsed, trades
+    return len(commands) / elapsed, trades, cpu
 
 
 async def caught_up(exchange: Exchange) -> bool:
-    return all(v == 0 for v in (await exchange.app.lag()).values())
+    """Every agent has committed everything added to its inputs.
+
+    One pipelined round trip (the same counters as `App.lag`, which scans every stream
+    and takes ~20 round trips: polled every 10 ms that loaded Valkey and the injector
+    enough to distort the measurement on 2 cores).
+    """
+    pairs = [(agent.name, stream) for agent in exchange.app.agents.values()
+             for topic in agent.topics for stream in topic.streams]
+    client = exchange.app.transport.client  # type: ignore[attr-defined]
+    async with client.pipeline(transaction=False) as pipe:
+        for name, stream in pairs:
+            pipe.hget(f"meta:{stream}", "added")
+            pipe.hget(f"pos:{name}", f"n:{stream}")
+        values = await pipe.execute()
+    return all(int(values[i] or 0) == int(values[i + 1] or 0) for i in range(0, len(values), 2))
 
 
 async def count_trades(exchange: Exchange) -> int:
@@ -123,7 +196,10 @@ async def count_trades(exchange: Exchange) -> int:
     return count
 
 
-async def latency(url: str, rate: int, seconds: float, workers: int) -> dict[str, float]:
+async def latency(
+    url: str, rate: int, seconds: float, workers: int, server_pid: int, uvloop: bool | None = None,
+    profile: str | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
     transport = RedisTransport(url)
     await transport.client.flushall()
     exchange = build_exchange(transport)
@@ -131,7 +207,10 @@ async def latency(url: str, rate: int, seconds: float, workers: int) -> dict[str
     total = int(rate * seconds)
     flow: list[Any] = list(order_flow(markets, total, seed=2, accounts=range(1, 201), mid=100_000))
     await exchange.orders_in.send_many((c.account_id, c) for c in funding(markets, range(1, 201)))
-    processes = await start_workers(url, exchange, workers)
+    processes = await start_workers(url, exchange, workers, uvloop)
+    profilers = await start_profilers(processes, profile, "latency") if profile else []
+    pids = {f"worker {i}": p.pid for i, p in enumerate(processes)} | {"valkey": server_pid}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     topic = exchange.app.topics[published_topic(exchange)]
     samples: list[int] = []
     done = asyncio.Event()
@@ -164,17 +243,78 @@ async def latency(url: str, rate: int, seconds: float, workers: int) -> dict[str
         sent += len(chunk)
     offered_for = time.perf_counter() - start
     await wait_for_condition(lambda: caught_up(exchange), 120, "the pipeline to drain", interval=0.01)
+    cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / total * 1e6 for name, pid in pids.items()}
     done.set()
     await reader
+    await stop_profilers(profilers)
     await stop_workers(processes)
     await transport.close()
     samples.sort()
-    return {
+    return cpu, {
         "offered/s": total / offered_for, "trades": len(samples), "late ticks": late,
         "p50 ms": percentile(samples, 0.50), "p95 ms": percentile(samples, 0.95),
         "p99 ms": percentile(samples, 0.99), "p99.9 ms": percentile(samples, 0.999),
         "max ms": samples[-1] / 1e6 if samples else float("nan"),
     }
+
+
+AGENT_FILES = {"validate": "validate.py", "risk": "risk.py", "match": "match.py", "settle": "settle.py",
+               "publish": "publish/agent.py"}
+
+
+def classify(frames: list[str]) -> tuple[str, str]:
+    """(agent or "loop", part) of one sampled stack, root first."""
+    agent = None
+    for index, frame in enumerate(frames):
+        name, _, where = frame.partition(" (")
+        name = name.rsplit(".", 1)[-1]
+        if agent is None and name in AGENT_FILES and AGENT_FILES[name] in where:
+            agent = name
+            rest = frames[index + 1 :]
+            names = [f.partition(" (")[0].rsplit(".", 1)[-1] for f in rest]
+            if "_commit" in names:
+                return agent, "runtime: commit"
+            if "_fetch" in names or "next_unit" in names:
+                return agent, "runtime: read/decode"
+            if any("pipeline/core/" in f for f in rest):
+                return agent, "core"
+            if "emit" in names or "write" in names:
+                return agent, "agent: emit/encode"
+            if names and names[-1] in ("mirror", "__setitem__", "_write", "__delitem__"):
+                return agent, "agent: table writes"
+            if any("pipeline/tables/" in f for f in rest):
+                return agent, "agent: table writes"
+            return agent, "agent"
+    text = ";".join(frames)
+    if "redis/" in text or "hiredis" in text:
+        return "loop", "redis client (outside agent tasks)"
+    return "loop", "event loop / other"
+
+
+def profile_split(directory: str, phase: str, cpu: dict[str, float]) -> None:
+    """Samples per (agent, part) from py-spy raw output, scaled to CPU us per order of each worker."""
+    for path in sorted(os.listdir(directory)):
+        if not path.startswith(f"{phase}-worker-"):
+            continue
+        counts: dict[tuple[str, str], int] = {}
+        with open(os.path.join(directory, path)) as f:
+            for line in f:
+                stack, _, count = line.rstrip("\n").rpartition(" ")
+                if not stack:
+                    continue
+                key = classify(stack.split(";"))
+                counts[key] = counts.get(key, 0) + int(count)
+        total = sum(counts.values()) or 1
+        worker_us = cpu.get(f"worker {path[len(phase) + 8:-4]}", 0.0)
+        print(f"\n{path}: {total} samples; shares scaled to this worker's {worker_us:.1f} us CPU/order")
+        agents: dict[str, int] = {}
+        for (agent, _), n in counts.items():
+            agents[agent] = agents.get(agent, 0) + n
+        for agent, n in sorted(agents.items(), key=lambda kv: -kv[1]):
+            print(f"  {agent:<10} {100 * n / total:5.1f}%  {worker_us * n / total:7.1f} us/order")
+            for (a, part), m in sorted(counts.items(), key=lambda kv: -kv[1]):
+                if a == agent:
+                    print(f"      {part:<38} {100 * m / total:5.1f}%  {worker_us * m / total:7.1f} us/order")
 
 
 def main() -> None:
@@ -184,16 +324,35 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--workers", type=int, default=1, choices=sorted(WORKER_SPLITS))
     parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
+    parser.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=None,
+                        help="force the workers' event loop (default: the worker's own choice)")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the workers during the throughput phase")
+    parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
+    stats: dict[str, float] = {}
+    latency_cpu: dict[str, float] = {}
     with running_valkey(appendonly=True, appendfsync=args.appendfsync) as server:
         print(f"throughput: injecting {args.orders:,} orders ...", flush=True)
-        rate, trades = asyncio.run(throughput(server.url, args.orders, args.workers))
-        print(f"latency: offering {args.rate:,}/s for {args.seconds:g}s ...", flush=True)
-        stats = asyncio.run(latency(server.url, args.rate, args.seconds, args.workers))
-    print(f"\nAOF appendfsync={args.appendfsync}, agents in {args.workers} worker process(es)")
+        rate, trades, cpu = asyncio.run(
+            throughput(server.url, args.orders, args.workers, server.process.pid, args.uvloop, args.profile))
+        if not args.skip_latency:
+            print(f"latency: offering {args.rate:,}/s for {args.seconds:g}s ...", flush=True)
+            latency_cpu, stats = asyncio.run(latency(
+                server.url, args.rate, args.seconds, args.workers, server.process.pid, args.uvloop, args.profile))
+    loop = {None: "worker default", True: "uvloop", False: "asyncio"}[args.uvloop]
+    print(f"\nAOF appendfsync={args.appendfsync}, agents in {args.workers} worker process(es), loop: {loop}")
     print(f"{'throughput (orders/s, sustained)':<40} {rate:>12,.0f}   ({trades:,} trades)")
+    for name, micros in cpu.items():
+        label = "wall time" if name == "wall" else f"CPU {name}"
+        print(f"{label + ' (us/order)':<40} {micros:>12,.1f}")
     for key, value in stats.items():
         print(f"{'latency ' + key:<40} {value:>12,.2f}")
+    for name, micros in latency_cpu.items():
+        print(f"{'latency CPU ' + name + ' (us/order)':<40} {micros:>12,.1f}")
+    if args.profile:
+        profile_split(args.profile, "throughput", cpu)
+        if latency_cpu:
+            profile_split(args.profile, "latency", latency_cpu)
 
 
 if __name__ == "__main__":

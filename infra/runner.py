@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -19,6 +21,31 @@ from api.app import create_app
 from pipeline.exchange import Exchange
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop to run on: uvloop's with ``EXCHANGE_UVLOOP=1`` (if installed), else asyncio's (None).
+
+    Off by default: in the pipeline benchmark (docs/bench-pipeline.md) uvloop did not lower
+    the workers' CPU per order (redis-py's own Python per command dominates, not the loop).
+    """
+    if os.environ.get("EXCHANGE_UVLOOP", "").strip() != "1":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("EXCHANGE_UVLOOP=1 but uvloop is not installed; using asyncio's loop")
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, on the event loop `loop_factory` picks."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
 
 
 class _Server(uvicorn.Server):

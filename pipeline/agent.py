@@ -155,6 +155,9 @@ class PartitionRunner:
         self._savepoint = (0, 0, 0)
         self._consumed: dict[str, tuple[str, int]] = {}
         self._locks: list[asyncio.Lock] = []
+        # the next batch, returned by the last commit when the transport can read in the same call
+        self._prefetched: list[tuple[str, list[tuple[str, bytes]]]] = []
+        self._commit_read = getattr(app.transport, "commit_read", None)
         self.lost = False
         self.ready = False
         self.failure: Exception | None = None
@@ -250,7 +253,9 @@ class PartitionRunner:
         """Read the next batch into the queue; False when the runner should stop."""
         app = self.app
         while not app.stopping and not self.lost:
-            reply = await app.transport.read(self._positions, app.batch_size, app.block_ms)
+            reply, self._prefetched = self._prefetched, []
+            if not reply:
+                reply = await app.transport.read(self._positions, app.batch_size, app.block_ms)
             if reply:
                 self._accept(reply)
                 if self._queue:
@@ -323,10 +328,16 @@ class PartitionRunner:
             outputs.extend(table.changelog_entries(context))
         lease = (self.agent.lease_key(self.partition), self.lease_value) if self.lease_value else None
         grouped = group(outputs)
-        await self.app.transport.commit(Commit(
+        commit = Commit(
             self.agent.name, dict(self._consumed), [(stream, pack(parts)) for stream, parts in grouped.items()],
             lease, list(context.writes), messages={stream: len(parts) for stream, parts in grouped.items()},
-        ))
+        )
+        if self._commit_read is not None and not self._replay_until:
+            # commit and fetch what is already waiting in one round trip (read after the commit
+            # applied, from the positions this batch reached)
+            self._prefetched = await self._commit_read(commit, self._positions, self.app.batch_size)
+        else:
+            await self.app.transport.commit(commit)
         self.app.metrics.record_commit(self.agent.name, len(self._consumed), len(outputs))
         context.clear()
         self._consumed.clear()

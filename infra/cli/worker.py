@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from typing import Any
@@ -19,7 +18,7 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from infra.runner import run_exchange
+    from infra.runner import run_exchange, run_loop
     from pipeline.config import PipelineConfig
     from pipeline.exchange import build_exchange
     from pipeline.transport.redis import RedisTransport
@@ -49,5 +48,5 @@ def cmd_worker(args: argparse.Namespace) -> int:
     def ready(_: str | None) -> None:
         print(f"worker running: {', '.join(names or exchange.app.agents)}", flush=True)
 
-    asyncio.run(run_exchange(exchange, agents=names, on_ready=ready))
+    run_loop(run_exchange(exchange, agents=names, on_ready=ready))
     return 0

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.app import App
+from pipeline.context import MISSING
 from pipeline.core.accounts import Accounts, AccountsSnapshot, BalanceState, HoldState
 from pipeline.core.markets import Market
 from pipeline.core.messages import BalanceChanged, Event
@@ -48,18 +49,21 @@ class SharedAccounts:
 
     def mirror(self, events: Iterable[Event], hold_keys: Iterable[HoldKey]) -> None:
         """Write what the core just changed into the tables."""
-        balances = self.balances
-        for event in events:
-            if type(event) is BalanceChanged:
-                balances[(event.account_id, event.asset)] = BalanceState(
-                    event.account_id, event.asset, event.available, event.locked)
-        holds = self.holds
+        balances = [((event.account_id, event.asset),
+                     BalanceState(event.account_id, event.asset, event.available, event.locked))
+                    for event in events if type(event) is BalanceChanged]
+        if balances:
+            self.balances.write_many(balances)
+        hold_state, holds = self.core.hold_state, self.holds
+        changed: list[tuple[HoldKey, Any]] = []
         for key in hold_keys:
-            state = self.core.hold_state(*key)
+            state = hold_state(*key)
             if state is not None:
-                holds[key] = state
+                changed.append((key, state))
             elif key in holds:
-                del holds[key]
+                changed.append((key, MISSING))
+        if changed:
+            holds.write_many(changed)
 
 
 def accounts_tables(app: App, partitions: int) -> tuple[Table[Any, Any], Table[Any, Any]]:

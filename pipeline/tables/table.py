@@ -9,12 +9,12 @@ is rebuilt from its changelog to exactly the state of the last committed batch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
-from pipeline.context import MISSING, BatchContext, current_context
+from pipeline.context import MISSING, BatchContext, _current, current_context
 
 if TYPE_CHECKING:
     from pipeline.transport.base import Transport
@@ -132,20 +132,27 @@ class Table(Generic[K, V]):
         return iter(self._data().values())
 
     def _write(self, key: K, value: Any) -> None:
-        context = current_context()
+        self.write_many(((key, value),))
+
+    def write_many(self, items: Iterable[tuple[K, Any]]) -> None:
+        """Set (or, with value `MISSING`, delete) several keys: one context lookup for all."""
+        context = _current.get()
         if context is None:
             raise RuntimeError(f"table {self.name}: writes are only allowed inside an agent")
-        data = self._parts[context.partition]
-        dirty = context.dirty.get((self.name, context.partition))
+        partition = context.partition
+        data = self._parts[partition]
+        dirty = context.dirty.get((self.name, partition))
         if dirty is None:
-            dirty = context.dirty[(self.name, context.partition)] = {}
-        old = data.get(key, MISSING)
-        context.undo.append((data, key, old, dirty, key in dirty))
-        dirty[key] = None
-        if value is MISSING:
-            data.pop(key, None)
-        else:
-            data[key] = value
+            dirty = context.dirty[(self.name, partition)] = {}
+        undo = context.undo.append
+        get = data.get
+        for key, value in items:
+            undo((data, key, get(key, MISSING), dirty, key in dirty))
+            dirty[key] = None
+            if value is MISSING:
+                data.pop(key, None)
+            else:
+                data[key] = value
 
     def __setitem__(self, key: K, value: V) -> None:
         self._write(key, value)
