@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import uvicorn
 
@@ -48,6 +48,14 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
+class BackgroundService(Protocol):
+    """A task that runs beside the agents (e.g. the persister): started after them, stopped before."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class _Server(uvicorn.Server):
     """uvicorn, minus its own signal handling (the runner owns the signals)."""
 
@@ -70,8 +78,9 @@ async def run_exchange(
     host: str | None = None,
     port: int | None = None,
     on_ready: Callable[[str | None], None] = lambda address: None,
+    services: Iterable[BackgroundService] = (),
 ) -> None:
-    """Run the agents (all, or those named) and, if `port` is given, the API, until a stop signal."""
+    """Run the agents (all, or those named), `services` and, if `port` is given, the API, until a stop signal."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -80,7 +89,11 @@ async def run_exchange(
     await app.start(agents)
     server: _Server | None = None
     serving: asyncio.Task[None] | None = None
+    started: list[BackgroundService] = []
     try:
+        for service in services:
+            await service.start()
+            started.append(service)
         await app.wait_running(timeout=60 + app.lease_ttl_ms / 1000)
         address = None
         if port is not None:
@@ -105,5 +118,10 @@ async def run_exchange(
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await serving
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %r failed", service)
         await app.stop()
         await app.transport.close()

@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "infra.cli.topics",
     "infra.cli.worker",
     "infra.cli.admin",
+    "infra.cli.persister",
 )
 
 

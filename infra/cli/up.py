@@ -29,11 +29,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     from pipeline.config import PipelineConfig
     from pipeline.exchange import build_exchange
     from pipeline.transport.redis import RedisTransport
+    from recovery.persister import Persister, PersisterConfig, app_streams
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = ServicesConfig.from_env()
         pipeline_config = PipelineConfig.from_env()
+        persister_config = PersisterConfig.from_env()
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -46,13 +48,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     started_here = {s.name for s in services.status() if s.pid is not None} - was_running
     exchange = build_exchange(RedisTransport(urls.redis_url), pipeline_config)
+    persister = Persister(exchange.app.transport, urls.database_url, app_streams(exchange.app), persister_config)
 
     def ready(address: str | None) -> None:
         agents = ", ".join(exchange.app.agents)
         print(f"exchange is up: {address}  (agents: {agents}; Ctrl-C stops it)", flush=True)
 
     try:
-        asyncio.run(run_exchange(exchange, host=args.host, port=args.port, on_ready=ready))
+        asyncio.run(run_exchange(exchange, host=args.host, port=args.port, on_ready=ready, services=[persister]))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,90 @@
+"""`exchange persister`: archive every exchange stream into PostgreSQL (what `exchange up` runs inside).
+
+Uses REDIS_URL / DATABASE_URL, else the running embedded Valkey and PostgreSQL (it never
+starts them: `exchange services up`). Runs in the foreground until Ctrl-C / SIGTERM;
+``--once`` archives what the streams hold now and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from infra.cli.common import ToolError, redis_url
+from infra.config import ConfigError, ServicesConfig
+from infra.services.embedded import EmbeddedServices
+from pipeline.errors import ExchangeError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("persister", help="archive every stream into PostgreSQL (foreground)")
+    parser.add_argument("--once", action="store_true", help="archive what is there now, print the lag, exit")
+    parser.set_defaults(func=cmd_persister)
+
+
+def database_url(config: ServicesConfig | None = None) -> str:
+    """The history database's URL: DATABASE_URL, or the running embedded PostgreSQL (never starts one)."""
+    config = config or ServicesConfig.from_env()
+    if config.database_url:
+        return config.database_url
+    postgres = EmbeddedServices(config).postgres
+    if postgres.pid is None or postgres.url is None:
+        raise ToolError(
+            f"no PostgreSQL is running for data dir {config.data_dir}: "
+            "start it with `exchange services up` (or set DATABASE_URL)"
+        )
+    return postgres.url
+
+
+def cmd_persister(args: argparse.Namespace) -> int:
+    from pipeline.transport.redis import RedisTransport
+    from recovery.persister import Persister, PersisterConfig, topology_streams
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = ServicesConfig.from_env()
+        persister_config = PersisterConfig.from_env()
+        streams = topology_streams()
+        redis, database = redis_url(config), database_url(config)
+    except (ConfigError, ValueError, ToolError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        transport = RedisTransport(redis)
+        persister = Persister(transport, database, streams, persister_config)
+        try:
+            if args.once:
+                try:
+                    while await persister.step(block_ms=0):
+                        pass
+                except ExchangeError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 1
+                lag = await persister.lag()
+                print(f"archived {persister.status.messages} messages; behind: "
+                      f"{sum(lag.values())}", flush=True)
+                return 0 if not any(lag.values()) else 1
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await persister.start()
+            print(f"persister is up: {len(streams)} streams -> PostgreSQL (Ctrl-C stops it)", flush=True)
+            await stop.wait()
+            await persister.stop()
+            print(f"persister stopped: {persister.status.messages} messages archived", file=sys.stderr)
+            return 0
+        finally:
+            await persister.stop()
+            await transport.close()
+
+    try:
+        return asyncio.run(main())
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
