@@ -1,4 +1,7 @@
-"""The Litestar application: health, the Binance-compatible REST API, admin actions.
+"""The Litestar application: health, the Binance-compatible REST and WebSocket APIs, admin actions.
+
+WebSockets (`api.ws`) need the app's lifespan: start-up starts the stream hub (the
+fan-out reader of the published streams), shutdown stops it.
 
 `create_app(exchange)` serves the exchange whose agents run in this process (or
 elsewhere: the API reads only streams and read models in Redis, never agent memory).
@@ -22,6 +25,10 @@ from api.orders import orders_router
 from api.public import public_router
 from api.replace import replace_router
 from api.writer import CommandWriter
+from api.ws.hub import Hub
+from api.ws.streams import stream_handlers
+from api.ws.userdata import user_stream_router
+from api.ws.wsapi import ws_api
 from pipeline.exchange import Exchange
 
 DEFAULT_MAX_LAG = 10_000
@@ -56,12 +63,14 @@ def create_app(exchange: Exchange, *, max_lag: int = DEFAULT_MAX_LAG, config: Ap
         if client is None:
             raise TypeError("the API needs a Redis transport (or pass client=)")
     api = ApiContext(exchange, client, CommandWriter(exchange.orders_in, client), config)
+    hub = Hub(api)
     return Litestar(
         route_handlers=[healthz, ping, server_time, public_router, orders_router, replace_router,
-                        admin_router],
-        state=State({"exchange": exchange, "max_lag": max_lag, "api": api}),
+                        admin_router, user_stream_router, *stream_handlers, ws_api],
+        state=State({"exchange": exchange, "max_lag": max_lag, "api": api, "hub": hub}),
         exception_handlers=exception_handlers(),
-        on_shutdown=[api.writer.close],
+        on_startup=[hub.start],
+        on_shutdown=[hub.stop, api.writer.close],
         before_request=WeightLimiter(config.weight_per_minute).before_request,
         request_max_body_size=config.max_body_bytes,
     )

@@ -52,6 +52,17 @@ def signed_payload(params: Params) -> tuple[str, str | None]:
     return query + body, in_query or in_body
 
 
+async def api_key_only(client: Any, headers: Any, permission: str = "read") -> ApiKey:
+    """The API key of a USER_STREAM request (key only, no signature), or an ApiError."""
+    key_text = headers.get(API_KEY_HEADER)
+    if not key_text or not KEY_RE.match(key_text):
+        raise ApiError(-2014, "API-key format invalid.", 401)
+    api_key = await find_api_key(client, key_text)
+    if api_key is None or not api_key.allows(permission):
+        raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+    return api_key
+
+
 async def authenticate(client: Any, headers: Any, params: Params, permission: str,
                        now_ms: int | None = None) -> ApiKey:
     """The API key of a correctly signed, timely request allowed `permission`, or an ApiError."""

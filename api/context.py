@@ -23,6 +23,7 @@ class ApiConfig:
     |---------------------------------|---------|-----------------------------------------------|
     | `EXCHANGE_API_RESULT_TIMEOUT_MS`| 5000    | RESULT/FULL orders and cancels wait this long |
     | `EXCHANGE_API_WEIGHT_PER_MINUTE`| 6000    | request weight per client IP per minute (0 = no limit) |
+    | `EXCHANGE_API_WS_QUEUE`         | 1000    | messages a WebSocket may have unsent before it is dropped |
     """
 
     result_timeout_s: float = 5.0
@@ -32,6 +33,8 @@ class ApiConfig:
     max_body_bytes: int = 64 * 1024
     weight_per_minute: int = 6000
     """Binance REQUEST_WEIGHT limit per client IP and minute; 0 turns rate limiting off."""
+    ws_queue: int = 1000
+    """Messages a WebSocket connection may have waiting to be sent; beyond that it is dropped (slow consumer)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiConfig:
@@ -45,7 +48,8 @@ class ApiConfig:
             return value
 
         return cls(result_timeout_s=number("EXCHANGE_API_RESULT_TIMEOUT_MS", 5000) / 1000,
-                   weight_per_minute=number("EXCHANGE_API_WEIGHT_PER_MINUTE", 6000))
+                   weight_per_minute=number("EXCHANGE_API_WEIGHT_PER_MINUTE", 6000),
+                   ws_queue=max(1, number("EXCHANGE_API_WS_QUEUE", 1000)))
 
 
 @dataclass

@@ -269,8 +269,8 @@ def fill_json(market: Market, f: OrderUpdate) -> dict[str, Any]:
             "tradeId": f.trade_id}
 
 
-async def _new_order(request: Request[Any, Any, Any], state: State, test: bool) -> dict[str, Any]:
-    ctx, params, key = await signed_request(request, state, "trade")
+async def place_order(ctx: ApiContext, params: Params, key: ApiKey, *, test: bool = False) -> dict[str, Any]:
+    """A new order (POST /api/v3/order, WebSocket `order.place`): its answer, or an ApiError."""
     order, market, resp_type, stp = parse_order(ctx, params, key.account_id)
     if test:
         return {}
@@ -304,20 +304,19 @@ async def _new_order(request: Request[Any, Any, Any], state: State, test: bool) 
 
 @post("/order", status_code=200)
 async def new_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    return await _new_order(request, state, test=False)
+    return await place_order(*await signed_request(request, state, "trade"))
 
 
 @post("/order/test", status_code=200)
 async def test_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    return await _new_order(request, state, test=True)
+    return await place_order(*await signed_request(request, state, "trade"), test=True)
 
 
 # ------------------------------------------------------------------ query and cancel
 
 
-@get("/order")
-async def query_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    ctx, params, key = await signed_request(request, state, "read")
+async def order_status(ctx: ApiContext, params: Params, key: ApiKey) -> dict[str, Any]:
+    """One of the account's orders (GET /api/v3/order, WebSocket `order.status`)."""
     symbol = params.symbol()
     assert symbol is not None
     market = ctx.market(symbol)
@@ -328,6 +327,11 @@ async def query_order(request: Request[Any, Any, Any], state: State) -> dict[str
     return order_json(market, view)
 
 
+@get("/order")
+async def query_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    return await order_status(*await signed_request(request, state, "read"))
+
+
 async def _ended(ctx: ApiContext, symbol: str, order_ids: list[int]) -> list[OrderView] | None:
     raw = await ctx.client.mget([f"order:{symbol}:{i}" for i in order_ids])
     views = [_view.decode(r) for r in raw if r]
@@ -336,9 +340,8 @@ async def _ended(ctx: ApiContext, symbol: str, order_ids: list[int]) -> list[Ord
     return views
 
 
-@delete("/order", status_code=200)
-async def cancel_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    ctx, params, key = await signed_request(request, state, "trade")
+async def cancel_one(ctx: ApiContext, params: Params, key: ApiKey) -> dict[str, Any]:
+    """Cancel one of the account's open orders (DELETE /api/v3/order, WebSocket `order.cancel`)."""
     symbol = params.symbol()
     assert symbol is not None
     market = ctx.market(symbol)
@@ -355,6 +358,11 @@ async def cancel_order(request: Request[Any, Any, Any], state: State) -> dict[st
     if ended[0].status != "CANCELED":
         raise ApiError(*UNKNOWN_ORDER)
     return cancel_json(market, ended[0], cancel_id, ts // MS)
+
+
+@delete("/order", status_code=200)
+async def cancel_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    return await cancel_one(*await signed_request(request, state, "trade"))
 
 
 async def _open_views(ctx: ApiContext, account_id: int, symbol: str | None) -> list[OrderView]:

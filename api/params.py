@@ -38,6 +38,16 @@ class Params:
                 raise ApiError(-1101, f"Duplicate values for parameter '{name}'.")
             self.values[name] = value
 
+    @classmethod
+    def from_values(cls, values: dict[str, str], query: str) -> Params:
+        """Parameters given as an object (WebSocket API), with `query` the text their signature covers."""
+        if len(values) > MAX_PARAMS:
+            raise ApiError(-1101, "Too many parameters sent for this endpoint.")
+        params = cls("", "")
+        params.query = query
+        params.values = dict(values)
+        return params
+
     def __contains__(self, name: str) -> bool:
         return bool(self.values.get(name))
 

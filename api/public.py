@@ -118,16 +118,22 @@ async def depth(request: Request[Any, Any, Any], state: State) -> dict[str, Any]
     assert symbol is not None
     market = ctx.market(symbol)
     limit = params.integer("limit", low=1, high=DEPTH_MAX) or DEPTH_DEFAULT
+    last_id, bids, asks = await read_book(ctx, symbol)
+    return {"lastUpdateId": last_id,
+            "bids": [[price_str(market, p), qty_str(market, q)] for p, q in bids[:limit]],
+            "asks": [[price_str(market, p), qty_str(market, q)] for p, q in asks[:limit]]}
+
+
+async def read_book(ctx: ApiContext, symbol: str) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
+    """(lastUpdateId, bids best first, asks best first) of the depth read model, read in one MULTI/EXEC."""
     async with ctx.client.pipeline(transaction=True) as pipe:
         pipe.hgetall(f"depth:{symbol}:bids")
         pipe.hgetall(f"depth:{symbol}:asks")
         pipe.get(f"depth:{symbol}:id")
         raw_bids, raw_asks, raw_id = await pipe.execute()
-    bids = sorted(((int(p), int(q)) for p, q in raw_bids.items()), reverse=True)[:limit]
-    asks = sorted((int(p), int(q)) for p, q in raw_asks.items())[:limit]
-    return {"lastUpdateId": int(raw_id or 0),
-            "bids": [[price_str(market, p), qty_str(market, q)] for p, q in bids if q],
-            "asks": [[price_str(market, p), qty_str(market, q)] for p, q in asks if q]}
+    bids = sorted(((int(p), int(q)) for p, q in raw_bids.items() if int(q)), reverse=True)
+    asks = sorted((int(p), int(q)) for p, q in raw_asks.items() if int(q))
+    return int(raw_id or 0), bids, asks
 
 
 def trade_json(market: Market, trade: Trade) -> dict[str, Any]:

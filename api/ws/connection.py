@@ -1,0 +1,82 @@
+"""One client WebSocket: a bounded send queue drained by its own task, and a receive loop.
+
+Producers (the hub, request handlers) only `push`, never await the socket: a client
+whose queue is full is dropped with close code 1008 "slow consumer", so one slow
+reader never slows the reader that feeds everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+from litestar import WebSocket
+from litestar.exceptions import WebSocketDisconnect
+
+POLICY_VIOLATION: Final = 1008
+SLOW_CONSUMER: Final = "slow consumer"
+_json = msgspec.json.Encoder()
+
+
+class Connection:
+    """A connected client and what it is subscribed to."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any], queue_size: int, combined: bool = False) -> None:
+        self.socket = socket
+        self.combined = combined
+        self.streams: set[str] = set()
+        """Market stream names subscribed to."""
+        self.listen_keys: dict[str, int] = {}
+        """User streams subscribed to: listenKey -> account id."""
+        self.close_reason: str | None = None
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
+        self._sender: asyncio.Task[None] | None = None
+
+    def push(self, text: bytes) -> None:
+        """Queue one text frame; drops the client if it has fallen too far behind."""
+        if self.close_reason is not None:
+            return
+        try:
+            self._queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.drop(SLOW_CONSUMER)
+
+    def push_json(self, value: Any) -> None:
+        self.push(_json.encode(value))
+
+    def drop(self, reason: str) -> None:
+        """Close the connection with 1008 and `reason` (from any task)."""
+        if self.close_reason is None:
+            self.close_reason = reason
+            if self._sender is not None:
+                self._sender.cancel()
+
+    async def _send_loop(self) -> None:
+        while True:
+            text = await self._queue.get()
+            await self.socket.send_text(text)
+
+    async def _receive_loop(self, on_text: Callable[[str], Awaitable[None]]) -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await on_text(await self.socket.receive_text())
+
+    async def run(self, on_text: Callable[[str], Awaitable[None]]) -> None:
+        """Serve until the client leaves, a send fails or the client is dropped; then close."""
+        self._sender = asyncio.create_task(self._send_loop())
+        if self.close_reason is not None:
+            self._sender.cancel()
+        receiver = asyncio.create_task(self._receive_loop(on_text))
+        tasks = {self._sender, receiver}
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.close_reason is not None:
+            with contextlib.suppress(Exception):
+                await self.socket.close(code=POLICY_VIOLATION, reason=self.close_reason)

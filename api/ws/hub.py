@@ -1,0 +1,262 @@
+"""The fan-out reader: one per API process, XREADs the published streams and feeds subscribers.
+
+`Hub.start()` (the app's start-up) notes where each `market.*` and `user.events`
+stream ends now, then one task reads on from there (XREAD, blocking, no consumer
+group: every API process sees everything) and dispatches each read to the
+connections subscribed: rendering happens once per stream name, whatever the number
+of subscribers, and delivery is `Connection.push` (never an await), so a slow
+client cannot hold the reader up. Depth diffs of one market read together are sent
+as one diff (U of the first, u of the last), so `U = previous u + 1` holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import Any, Final
+
+import msgspec
+
+from api.context import ApiContext
+from api.public import read_book
+from api.ws.connection import Connection
+from api.ws.names import ALL_MINI_TICKERS, ALL_TICKERS, PARTIAL_LEVELS, stream_name
+from api.ws.payloads import (
+    agg_trade_events,
+    book_ticker_event,
+    depth_event,
+    kline_event,
+    partial_book,
+    ticker_event,
+    trade_event,
+)
+from api.ws.userdata import account_position, execution_report
+from pipeline.agents.publish.messages import AccountUpdate, BookTicker, Candle, DepthUpdate, OrderUpdate, Ticker, Trade
+
+log = logging.getLogger(__name__)
+READ_COUNT: Final = 500
+BLOCK_MS: Final = 1000
+_json = msgspec.json.Encoder()
+DEPTH_KINDS: Final = ("depth", "depth@100ms", "depth@1000ms")
+PARTIAL_KINDS: Final = tuple((n, f"depth{n}{speed}") for n in PARTIAL_LEVELS for speed in ("", "@100ms", "@1000ms"))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Hub:
+    """Subscriptions of this process's connections, and the task that feeds them."""
+
+    def __init__(self, ctx: ApiContext, *, block_ms: int = BLOCK_MS) -> None:
+        self.ctx = ctx
+        self.block_ms = block_ms
+        self.subs: dict[str, set[Connection]] = defaultdict(set)
+        self.users: dict[int, dict[Connection, str]] = defaultdict(dict)
+        self.bbo: dict[str, BookTicker] = {}
+        published = ctx.exchange.published
+        self._kinds: dict[str, tuple[str, Any]] = {}
+        for kind, topic in (("depth", published.depth), ("bbo", published.bbo), ("trades", published.trades),
+                            ("tickers", published.tickers), ("candles", published.candles),
+                            ("user", published.user)):
+            for stream in topic.streams:
+                self._kinds[stream] = (kind, topic)
+        self._positions: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.reads = 0
+
+    # ------------------------------------------------------------ subscriptions
+
+    def subscribe(self, conn: Connection, name: str, account: int | None = None) -> None:
+        if account is None:
+            conn.streams.add(name)
+            self.subs[name].add(conn)
+        else:
+            conn.listen_keys[name] = account
+            self.users[account][conn] = name
+
+    def unsubscribe(self, conn: Connection, name: str) -> None:
+        conn.streams.discard(name)
+        subscribers = self.subs.get(name)
+        if subscribers is not None:
+            subscribers.discard(conn)
+            if not subscribers:
+                del self.subs[name]
+        account = conn.listen_keys.pop(name, None)
+        if account is not None:
+            users = self.users.get(account, {})
+            users.pop(conn, None)
+            if not users:
+                self.users.pop(account, None)
+
+    def remove(self, conn: Connection) -> None:
+        for name in [*conn.streams, *conn.listen_keys]:
+            self.unsubscribe(conn, name)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Note each stream's current end, then start reading from there."""
+        async with self.ctx.client.pipeline(transaction=False) as pipe:
+            for stream in self._kinds:
+                pipe.xrevrange(stream, count=1)
+            lasts = await pipe.execute()
+        self._positions = {stream: _text(last[0][0]) if last else "0-0" for stream, last in zip(self._kinds, lasts,
+                                                                                               strict=True)}
+        await self._load_bbo()
+        self._task = asyncio.create_task(self._run(), name="ws-hub")
+
+    async def _load_bbo(self) -> None:
+        """The best bid/offer each market has now (tickers carry it; later ones come from `market.bbo`)."""
+        symbols = sorted(self.ctx.markets)
+        async with self.ctx.client.pipeline(transaction=False) as pipe:
+            for symbol in symbols:
+                pipe.hgetall(f"bbo:{symbol}")
+            raw = await pipe.execute()
+        for symbol, fields in zip(symbols, raw, strict=True):
+            if fields:
+                values = {_text(k): int(v) for k, v in fields.items()}
+                self.bbo.setdefault(symbol, BookTicker(
+                    values.get("ts", 0), symbol, values.get("update_id", 0), values.get("bid_price_ticks", 0),
+                    values.get("bid_qty_lots", 0), values.get("ask_price_ticks", 0), values.get("ask_qty_lots", 0)))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                result = await self.ctx.exchange.app.transport.read(dict(self._positions), READ_COUNT, self.block_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ws hub: XREAD failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            if not result:
+                continue
+            try:
+                partial = self.dispatch(self._decode(result))
+                if partial:
+                    await self._send_partial_books(partial)
+            except Exception:
+                log.exception("ws hub: dispatch failed")
+            self.reads += 1
+
+    def _decode(self, result: list[tuple[str, list[tuple[str, bytes]]]]) -> dict[str, list[Any]]:
+        """A read (the transport's (stream, [(entry id, data)])) as messages per kind; moves the positions on."""
+        read: dict[str, list[Any]] = defaultdict(list)
+        for stream, entries in result:
+            kind, topic = self._kinds[stream]
+            for entry_id, data in entries:
+                self._positions[stream] = entry_id
+                try:
+                    read[kind].extend(topic.batch_decoder.decode(data))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    log.warning("ws hub: undecodable entry %s in %s", entry_id, stream)
+        return read
+
+    # ------------------------------------------------------------ dispatch
+
+    def _emit(self, name: str, data: Any) -> None:
+        subscribers = self.subs.get(name)
+        if not subscribers:
+            return
+        raw = _json.encode(data)
+        combined = b'{"stream":"' + name.encode() + b'","data":' + raw + b"}"
+        for conn in list(subscribers):
+            conn.push(combined if conn.combined else raw)
+
+    def _wanted(self, symbol: str, kinds: tuple[str, ...]) -> list[str]:
+        return [name for name in (stream_name(symbol, k) for k in kinds) if name in self.subs]
+
+    def dispatch(self, read: dict[str, list[Any]]) -> set[str]:
+        """Send what one read brought (no awaits); returns the markets whose partial books changed."""
+        now = time.time_ns() // 1_000_000
+        markets = self.ctx.markets
+        for b in read.get("bbo", ()):
+            if isinstance(b, BookTicker) and b.symbol in markets:
+                self.bbo[b.symbol] = b
+                for name in self._wanted(b.symbol, ("bookTicker",)):
+                    self._emit(name, book_ticker_event(markets[b.symbol], b))
+        depth: dict[str, list[DepthUpdate]] = defaultdict(list)
+        for d in read.get("depth", ()):
+            if isinstance(d, DepthUpdate) and d.symbol in markets:
+                depth[d.symbol].append(d)
+        partial: set[str] = set()
+        for symbol, updates in depth.items():
+            names = self._wanted(symbol, DEPTH_KINDS)
+            if names:
+                event = depth_event(markets[symbol], updates, now)
+                for name in names:
+                    self._emit(name, event)
+            if self._wanted(symbol, tuple(k for _, k in PARTIAL_KINDS)):
+                partial.add(symbol)
+        trades: dict[str, list[Trade]] = defaultdict(list)
+        for t in read.get("trades", ()):
+            if isinstance(t, Trade) and t.symbol in markets:
+                trades[t.symbol].append(t)
+        for symbol, found in trades.items():
+            market = markets[symbol]
+            for name in self._wanted(symbol, ("trade",)):
+                for t in found:
+                    self._emit(name, trade_event(market, t, now))
+            for name in self._wanted(symbol, ("aggTrade",)):
+                for event in agg_trade_events(market, found, now):
+                    self._emit(name, event)
+        self._dispatch_tickers([t for t in read.get("tickers", ()) if isinstance(t, Ticker) and t.symbol in markets],
+                               now)
+        for c in read.get("candles", ()):
+            if isinstance(c, Candle) and c.symbol in markets:
+                for name in self._wanted(c.symbol, (f"kline_{c.interval}",)):
+                    self._emit(name, kline_event(markets[c.symbol], c, now))
+        if self.users:
+            self._dispatch_user(read.get("user", ()), now)
+        return partial
+
+    def _dispatch_tickers(self, tickers: list[Ticker], now: int) -> None:
+        if not tickers:
+            return
+        markets = self.ctx.markets
+        full = {t.symbol: ticker_event(markets[t.symbol], t, self.bbo.get(t.symbol), now, False) for t in tickers}
+        mini = {t.symbol: ticker_event(markets[t.symbol], t, None, now, True) for t in tickers}
+        for symbol, event in full.items():
+            for name in self._wanted(symbol, ("ticker",)):
+                self._emit(name, event)
+        for symbol, event in mini.items():
+            for name in self._wanted(symbol, ("miniTicker",)):
+                self._emit(name, event)
+        self._emit(ALL_TICKERS, list(full.values()))
+        self._emit(ALL_MINI_TICKERS, list(mini.values()))
+
+    def _dispatch_user(self, events: Any, now: int) -> None:
+        markets = self.ctx.markets
+        assets = self.ctx.assets()
+        for event in events:
+            subscribers = self.users.get(getattr(event, "account_id", -1))
+            if not subscribers:
+                continue
+            if isinstance(event, OrderUpdate) and event.symbol in markets:
+                data = execution_report(markets[event.symbol], event, assets, now)
+            elif isinstance(event, AccountUpdate):
+                data = account_position(event, assets, now)
+            else:
+                continue  # CancelRejected: Binance's user stream has no event for it
+            raw = _json.encode(data)
+            for conn, listen_key in list(subscribers.items()):
+                conn.push(b'{"stream":"' + listen_key.encode() + b'","data":' + raw + b"}" if conn.combined else raw)
+
+    async def _send_partial_books(self, symbols: set[str]) -> None:
+        for symbol in symbols:
+            last_id, bids, asks = await read_book(self.ctx, symbol)
+            for n, kind in PARTIAL_KINDS:
+                name = stream_name(symbol, kind)
+                if name in self.subs:
+                    self._emit(name, partial_book(self.ctx.markets[symbol], last_id, bids, asks, n))
