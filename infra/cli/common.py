@@ -8,6 +8,8 @@ from typing import Any, TextIO
 
 from infra.config import ServicesConfig
 from infra.services.embedded import EmbeddedServices
+from infra.services.postgres import PostgresService
+from infra.services.valkey import ValkeyService
 from pipeline.errors import ExchangeError
 
 
@@ -20,13 +22,24 @@ def redis_url(config: ServicesConfig | None = None) -> str:
     config = config or ServicesConfig.from_env()
     if config.redis_url:
         return config.redis_url
-    valkey = EmbeddedServices(config).valkey
-    if valkey.pid is None or valkey.url is None:
+    return _running_url("Valkey", EmbeddedServices(config).valkey, config, "REDIS_URL")
+
+
+def database_url(config: ServicesConfig | None = None) -> str:
+    """The history database's URL: DATABASE_URL, or the running embedded PostgreSQL (never starts one)."""
+    config = config or ServicesConfig.from_env()
+    if config.database_url:
+        return config.database_url
+    return _running_url("PostgreSQL", EmbeddedServices(config).postgres, config, "DATABASE_URL")
+
+
+def _running_url(name: str, service: ValkeyService | PostgresService, config: ServicesConfig, variable: str) -> str:
+    if service.pid is None or service.url is None:
         raise ToolError(
-            f"no Valkey is running for data dir {config.data_dir}: "
-            "start it with `exchange services up` (or set REDIS_URL)"
+            f"no {name} is running for data dir {config.data_dir}: "
+            f"start it with `exchange services up` (or set {variable})"
         )
-    return valkey.url
+    return service.url
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO = sys.stdout) -> None:

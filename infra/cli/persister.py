@@ -14,9 +14,8 @@ import signal
 import sys
 from typing import Any
 
-from infra.cli.common import ToolError, redis_url
+from infra.cli.common import ToolError, database_url, redis_url
 from infra.config import ConfigError, ServicesConfig
-from infra.services.embedded import EmbeddedServices
 from pipeline.errors import ExchangeError
 
 
@@ -24,20 +23,6 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("persister", help="archive every stream into PostgreSQL (foreground)")
     parser.add_argument("--once", action="store_true", help="archive what is there now, print the lag, exit")
     parser.set_defaults(func=cmd_persister)
-
-
-def database_url(config: ServicesConfig | None = None) -> str:
-    """The history database's URL: DATABASE_URL, or the running embedded PostgreSQL (never starts one)."""
-    config = config or ServicesConfig.from_env()
-    if config.database_url:
-        return config.database_url
-    postgres = EmbeddedServices(config).postgres
-    if postgres.pid is None or postgres.url is None:
-        raise ToolError(
-            f"no PostgreSQL is running for data dir {config.data_dir}: "
-            "start it with `exchange services up` (or set DATABASE_URL)"
-        )
-    return postgres.url
 
 
 def cmd_persister(args: argparse.Namespace) -> int:
