@@ -180,26 +180,29 @@ async def trades_from(ctx: ApiContext, symbol: str, from_id: int, limit: int) ->
     return [t for t in found if t.trade_id >= from_id][:limit]
 
 
-@get("/trades")
-async def trades(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
+async def _trades_query(
+    request: Request[Any, Any, Any], state: State
+) -> tuple[ApiContext, Params, str, Market, int]:
+    """What every trades endpoint reads first: context, parameters, symbol, market and limit."""
     ctx = _ctx(state)
     params = await read_params(request)
     symbol = params.symbol()
     assert symbol is not None
     market = ctx.market(symbol)
     limit = params.integer("limit", low=1, high=TRADES_MAX) or TRADES_DEFAULT
+    return ctx, params, symbol, market, limit
+
+
+@get("/trades")
+async def trades(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
+    ctx, _, symbol, market, limit = await _trades_query(request, state)
     return [trade_json(market, t) for t in await recent_trades(ctx, symbol, limit)]
 
 
 @get("/historicalTrades")
 async def historical_trades(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
     """Trades from `fromId` (default: the most recent ones), as far back as the recent history goes."""
-    ctx = _ctx(state)
-    params = await read_params(request)
-    symbol = params.symbol()
-    assert symbol is not None
-    market = ctx.market(symbol)
-    limit = params.integer("limit", low=1, high=TRADES_MAX) or TRADES_DEFAULT
+    ctx, params, symbol, market, limit = await _trades_query(request, state)
     from_id = params.integer("fromId", low=0)
     found = await (recent_trades(ctx, symbol, limit) if from_id is None else trades_from(ctx, symbol, from_id, limit))
     return [trade_json(market, t) for t in found]
@@ -224,12 +227,7 @@ def aggregate(found: list[Trade]) -> list[list[Trade]]:
 @get("/aggTrades")
 async def agg_trades(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
     """Aggregate trades; an aggregate's id `a` is the id of its first trade."""
-    ctx = _ctx(state)
-    params = await read_params(request)
-    symbol = params.symbol()
-    assert symbol is not None
-    market = ctx.market(symbol)
-    limit = params.integer("limit", low=1, high=TRADES_MAX) or TRADES_DEFAULT
+    ctx, params, symbol, market, limit = await _trades_query(request, state)
     from_id = params.integer("fromId", low=0)
     start = params.integer("startTime", low=0)
     end = params.integer("endTime", low=0)
