@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+CHROMIUM = Path("/usr/bin/chromium")
+"""The browser the web UI tests drive (Debian's package; Playwright's own downloads are never used)."""
 
 
 def say(message: str) -> None:
@@ -47,6 +50,23 @@ def ensure_environment() -> None:
     stamp.touch()
 
 
+def ensure_chromium() -> None:
+    """Install Debian's `chromium` package for the web UI tests if /usr/bin/chromium is missing."""
+    if CHROMIUM.exists():
+        return
+    apt = shutil.which("apt-get")
+    sudo = [] if os.geteuid() == 0 else ([found] if (found := shutil.which("sudo")) else None)
+    if apt is None or sudo is None:
+        say(f"{CHROMIUM} is missing and cannot be installed here (needs apt-get as root): the web UI tests will fail")
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    say("installing Debian's chromium for the web UI tests: apt-get update (about a minute)")
+    subprocess.run([*sudo, apt, "update"], check=True, env=env)
+    say("installing Debian's chromium for the web UI tests: apt-get install -y chromium (a minute or two)")
+    subprocess.run([*sudo, apt, "install", "-y", "chromium"], check=True, env=env)
+    say(f"chromium installed at {CHROMIUM}")
+
+
 def run(command: list[str]) -> int:
     say(" ".join(command))
     return subprocess.run(command, cwd=ROOT).returncode
@@ -65,6 +85,7 @@ def cmd_test(args: list[str]) -> int:
         if code != 0:
             say(f"{check[0]} failed")
             return code
+    ensure_chromium()
     return run([str(BIN / "python"), "-m", "pytest", *args])
 
 

@@ -10,26 +10,33 @@ The exchange's transport must be a `RedisTransport` (its client serves the read 
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
 from litestar.datastructures import State
 
+from api.accounts import seal_plain_secrets
 from api.admin import admin_router
 from api.context import ApiConfig, ApiContext
 from api.errors import exception_handlers
 from api.health import Health, pipeline_health
 from api.limits import WeightLimiter
+from api.metrics import ApiMetrics, metrics_endpoint
+from api.openapi import document
 from api.orders import orders_router
 from api.public import public_router
 from api.replace import replace_router
+from api.users import users_router
 from api.writer import CommandWriter
 from api.ws.hub import Hub
+from api.ws.limits import ConnectionAttempts
 from api.ws.streams import stream_handlers
 from api.ws.userdata import user_stream_router
 from api.ws.wsapi import ws_api
 from pipeline.exchange import Exchange
+from ui import ui_router
 
 DEFAULT_MAX_LAG = 10_000
 
@@ -64,13 +71,21 @@ def create_app(exchange: Exchange, *, max_lag: int = DEFAULT_MAX_LAG, config: Ap
             raise TypeError("the API needs a Redis transport (or pass client=)")
     api = ApiContext(exchange, client, CommandWriter(exchange.orders_in, client), config)
     hub = Hub(api)
-    return Litestar(
+    metrics = ApiMetrics()
+    limiter = WeightLimiter(config.weight_per_minute)
+    app = Litestar(
         route_handlers=[healthz, ping, server_time, public_router, orders_router, replace_router,
-                        admin_router, user_stream_router, *stream_handlers, ws_api],
-        state=State({"exchange": exchange, "max_lag": max_lag, "api": api, "hub": hub}),
+                        admin_router, user_stream_router, *stream_handlers, ws_api, users_router(), ui_router(),
+                        metrics_endpoint],
+        state=State({"exchange": exchange, "max_lag": max_lag, "api": api, "hub": hub, "limiter": limiter,
+                      "metrics": metrics, "ws_attempts": ConnectionAttempts(config.ws_connections_per_5m)}),
         exception_handlers=exception_handlers(),
-        on_startup=[hub.start],
+        # every parameter bound: Litestar passes the app to a hook that still takes one (here: `box`)
+        on_startup=[hub.start, functools.partial(seal_plain_secrets, client, None)],
         on_shutdown=[hub.stop, api.writer.close],
-        before_request=WeightLimiter(config.weight_per_minute).before_request,
+        before_request=limiter.before_request,
         request_max_body_size=config.max_body_bytes,
+        middleware=[metrics.middleware],
     )
+    document(app)  # the Binance parameters in the OpenAPI document
+    return app

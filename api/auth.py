@@ -19,6 +19,7 @@ from typing import Any, Final
 from api.accounts import ApiKey, find_api_key
 from api.errors import ApiError, mandatory
 from api.params import Params
+from api.sessions import session_key
 
 API_KEY_HEADER: Final = "x-mbx-apikey"
 KEY_RE: Final = re.compile(r"^[A-Za-z0-9]{16,128}$")
@@ -55,6 +56,8 @@ def signed_payload(params: Params) -> tuple[str, str | None]:
 async def api_key_only(client: Any, headers: Any, permission: str = "read") -> ApiKey:
     """The API key of a USER_STREAM request (key only, no signature), or an ApiError."""
     key_text = headers.get(API_KEY_HEADER)
+    if not key_text and (session := await session_key(client, headers, permission)) is not None:
+        return session  # the web UI's session cookie instead of a key (api.sessions)
     if not key_text or not KEY_RE.match(key_text):
         raise ApiError(-2014, "API-key format invalid.", 401)
     api_key = await find_api_key(client, key_text)
@@ -67,6 +70,8 @@ async def authenticate(client: Any, headers: Any, params: Params, permission: st
                        now_ms: int | None = None) -> ApiKey:
     """The API key of a correctly signed, timely request allowed `permission`, or an ApiError."""
     key_text = headers.get(API_KEY_HEADER)
+    if not key_text and (session := await session_key(client, headers, permission)) is not None:
+        return session  # the web UI's session cookie instead of a key and signature (api.sessions)
     if not key_text or not KEY_RE.match(key_text):
         raise ApiError(-2014, "API-key format invalid.", 401)
     payload, signature = signed_payload(params)

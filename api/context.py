@@ -24,6 +24,8 @@ class ApiConfig:
     | `EXCHANGE_API_RESULT_TIMEOUT_MS`| 5000    | RESULT/FULL orders and cancels wait this long |
     | `EXCHANGE_API_WEIGHT_PER_MINUTE`| 6000    | request weight per client IP per minute (0 = no limit) |
     | `EXCHANGE_API_WS_QUEUE`         | 1000    | messages a WebSocket may have unsent before it is dropped |
+    | `EXCHANGE_API_WS_MESSAGES_PER_S`| 5       | requests per second per market-stream connection (0 = no limit) |
+    | `EXCHANGE_API_WS_CONNECTIONS_PER_5M` | 300 | WebSocket connection attempts per IP per 5 minutes (0 = no limit) |
     """
 
     result_timeout_s: float = 5.0
@@ -35,6 +37,10 @@ class ApiConfig:
     """Binance REQUEST_WEIGHT limit per client IP and minute; 0 turns rate limiting off."""
     ws_queue: int = 1000
     """Messages a WebSocket connection may have waiting to be sent; beyond that it is dropped (slow consumer)."""
+    ws_messages_per_second: int = 5
+    """Binance: incoming messages per second per market-stream connection; beyond, it is closed."""
+    ws_connections_per_5m: int = 300
+    """Binance: connection attempts per IP per 5 minutes; beyond, the handshake gets HTTP 429."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiConfig:
@@ -49,7 +55,9 @@ class ApiConfig:
 
         return cls(result_timeout_s=number("EXCHANGE_API_RESULT_TIMEOUT_MS", 5000) / 1000,
                    weight_per_minute=number("EXCHANGE_API_WEIGHT_PER_MINUTE", 6000),
-                   ws_queue=max(1, number("EXCHANGE_API_WS_QUEUE", 1000)))
+                   ws_queue=max(1, number("EXCHANGE_API_WS_QUEUE", 1000)),
+                   ws_messages_per_second=number("EXCHANGE_API_WS_MESSAGES_PER_S", 5),
+                   ws_connections_per_5m=number("EXCHANGE_API_WS_CONNECTIONS_PER_5M", 300))
 
 
 @dataclass

@@ -56,6 +56,15 @@ class BackgroundService(Protocol):
     async def stop(self) -> None: ...
 
 
+class ApiClientService(Protocol):
+    """A client of the API run beside it (e.g. the market maker): started with the API's address once
+    it answers, stopped before the API stops (so it can still cancel its orders)."""
+
+    async def start(self, address: str) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class _Server(uvicorn.Server):
     """uvicorn, minus its own signal handling (the runner owns the signals)."""
 
@@ -92,6 +101,7 @@ async def run_exchange(
     port: int | None = None,
     on_ready: Callable[[str | None], None] = lambda address: None,
     services: Iterable[BackgroundService] = (),
+    clients: Iterable[ApiClientService] = (),
 ) -> None:
     """Run the agents (all, or those named), `services` and, if `port` is given, the API, until a stop signal."""
     stop = asyncio.Event()
@@ -103,6 +113,7 @@ async def run_exchange(
     server: _Server | None = None
     serving: asyncio.Task[None] | None = None
     started: list[BackgroundService] = []
+    started_clients: list[ApiClientService] = []
     try:
         for service in services:
             await service.start()
@@ -123,12 +134,21 @@ async def run_exchange(
         tune_gc()
         freezer = asyncio.create_task(freeze_periodically())
         on_ready(address)
+        if address is not None:
+            for client in clients:
+                await client.start(address)
+                started_clients.append(client)
         stop_wait = asyncio.create_task(stop.wait())
         watch = [stop_wait] + ([serving] if serving else [])
         await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
         freezer.cancel()
     finally:
+        for client in reversed(started_clients):
+            try:
+                await client.stop()
+            except Exception:
+                log.exception("stopping %r failed", client)
         if server is not None and serving is not None:
             server.should_exit = True
             with contextlib.suppress(Exception):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
@@ -162,6 +163,7 @@ class PartitionRunner:
         self.ready = False
         self.failure: Exception | None = None
         self.processed = 0
+        self._batch_started = 0.0  # when the batch in hand was read (metrics)
 
     # -- set-up ---------------------------------------------------------------
 
@@ -177,7 +179,12 @@ class PartitionRunner:
             await self._restore_tables()
         else:
             self._replay_until = {s: id_key(p) for s, p in self._positions.items() if p != START}
-            self._positions = dict.fromkeys(self.streams, START)
+            snapshots = self.app.snapshots
+            start = None if snapshots is None else await snapshots.restore_state(self, dict(self._positions))
+            # replay from the start, or from the positions a restored snapshot reflects
+            self._positions = dict.fromkeys(self.streams, START) if start is None else start
+            self._replay_until = {s: limit for s, limit in self._replay_until.items()
+                                  if id_key(self._positions[s]) < limit}
             self.context.replaying = bool(self._replay_until)
 
     async def _restore_tables(self) -> None:
@@ -187,11 +194,14 @@ class PartitionRunner:
             await lock.acquire()
         try:
             holders = self.app.table_holders
-            for table in self.agent.tables:
-                key = (table.name, self.partition)
-                if not holders.get(key):
+            pending = [t for t in self.agent.tables if not holders.get((t.name, self.partition))]
+            if pending and self.app.snapshots is not None:
+                await self.app.snapshots.restore_tables(self, pending)  # newest snapshot + changelog tail
+            else:
+                for table in pending:
                     await table.restore(self.app.transport, self.partition)
-                holders.setdefault(key, set()).add(self.agent.name)
+            for table in self.agent.tables:
+                holders.setdefault((table.name, self.partition), set()).add(self.agent.name)
         finally:
             for lock in reversed(locks):
                 lock.release()
@@ -214,6 +224,15 @@ class PartitionRunner:
                         runner.lost = True
                 owners.clear()
                 table.drop(self.partition)
+
+    @property
+    def recovering(self) -> bool:
+        """True while committed input is being replayed to rebuild the state."""
+        return bool(self._replay_until) or self.context.replaying
+
+    def read_positions(self) -> dict[str, str]:
+        """The last entry read per input stream (at a batch boundary: the last one committed)."""
+        return dict(self._positions)
 
     # -- what the agent stream calls -------------------------------------------
 
@@ -253,12 +272,15 @@ class PartitionRunner:
         """Read the next batch into the queue; False when the runner should stop."""
         app = self.app
         while not app.stopping and not self.lost:
+            if app.snapshots is not None:  # a batch boundary: everything committed, nothing in hand
+                await app.snapshots.at_boundary(self)
             reply, self._prefetched = self._prefetched, []
             if not reply:
                 reply = await app.transport.read(self._positions, app.batch_size, app.block_ms)
             if reply:
                 self._accept(reply)
                 if self._queue:
+                    self._batch_started = time.perf_counter()
                     for lock in self._locks_needed():
                         await lock.acquire()
                         self._locks.append(lock)
@@ -266,6 +288,8 @@ class PartitionRunner:
                         raise FencedError(f"{self.agent.name}:{self.partition}: shared state lost")
                     return True
                 await self._commit()  # only undecodable entries: move them aside now
+        if app.stopping and not self.lost and app.snapshots is not None:
+            await app.snapshots.at_stop(self)  # clean shutdown: a last snapshot
         return False
 
     def _accept(self, reply: list[tuple[str, list[tuple[str, bytes]]]]) -> None:
@@ -338,7 +362,9 @@ class PartitionRunner:
             self._prefetched = await self._commit_read(commit, self._positions, self.app.batch_size)
         else:
             await self.app.transport.commit(commit)
-        self.app.metrics.record_commit(self.agent.name, len(self._consumed), len(outputs))
+        started, self._batch_started = self._batch_started, 0.0
+        self.app.metrics.record_commit(self.agent.name, sum(n for _, n in self._consumed.values()), len(outputs),
+                                       time.perf_counter() - started if started else None)
         context.clear()
         self._consumed.clear()
 
@@ -346,6 +372,7 @@ class PartitionRunner:
 
     def _dead_letter(self, stream: str, entry_id: str, raw: bytes, error: str) -> None:
         log.warning("%s: dead-lettering %s %s: %s", self.agent.name, stream, entry_id, error)
+        self.app.metrics.record_dead_letter(self.agent.name)
         if self.context.replaying:
             return
         letter = DeadLetter(self.agent.name, stream, entry_id, error[:2000], raw, self.app.clock())

@@ -27,7 +27,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.agent import Agent, AgentStream, PartitionRunner, Recovery
 from pipeline.errors import FencedError
@@ -35,6 +35,9 @@ from pipeline.metrics import Metrics
 from pipeline.tables.table import Table as TableType
 from pipeline.topics import KeyToPartition, Topic, default_partitioner
 from pipeline.transport.base import Transport
+
+if TYPE_CHECKING:
+    from pipeline.snapshots.manager import SnapshotManager
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ class App:
         # (table, partition) -> agents running here that hold it loaded
         self.table_holders: dict[tuple[str, int], set[str]] = {}
         self._stop_requested: asyncio.Event | None = None
+        self.snapshots: SnapshotManager | None = None
+        """Set (before `start`) to snapshot and restore agent state (see `pipeline.snapshots`)."""
 
     # -- declaring ---------------------------------------------------------------
 
@@ -194,6 +199,8 @@ class App:
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("%s ended with %r", task.get_name(), result)
+        if self.snapshots is not None:
+            await self.snapshots.close()
 
     async def _supervise(self, agent: Agent[Any], partition: int) -> None:
         """Own one partition: take its lease, rebuild state, run; rebuild after any infrastructure failure.

@@ -84,8 +84,8 @@ def build_exchange(
     published = PublishTopics(topic(MARKET_DEPTH), topic(MARKET_BBO), topic(MARKET_TRADES), topic(MARKET_TICKERS),
                               topic(MARKET_CANDLES), topic(USER_EVENTS))
 
-    balances, holds = accounts_tables(app, partitions=1)
-    shared = {0: SharedAccounts(markets, balances, holds)}
+    balances, holds, requests = accounts_tables(app, partitions=1)
+    shared = {0: SharedAccounts(markets, balances, holds, requests)}
 
     register_validate(app, markets, orders_in, orders_valid, orders_rejected)
     register_risk(app, shared, orders_valid, orders_accepted, orders_rejected, accounts_events)

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from api.secretbox import KEY_ENV, new_key_text
 from infra.services import PostgresService, ServiceUrls, ValkeyService
 from infra.services.postgres import pginstall
 from pipeline.transport.base import Transport
@@ -43,6 +44,13 @@ def make_service_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def api_secret_key() -> str:
+    """One server key for API secrets (`api.secretbox`) for this process and every one it starts,
+    so accounts made in a test open in a server started with another data dir."""
+    return os.environ.setdefault(KEY_ENV, new_key_text())
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Producers (the hub, request handlers) only `push`, never await the socket: a client
 whose queue is full is dropped with close code 1008 "slow consumer", so one slow
-reader never slows the reader that feeds everyone else.
+reader never slows the reader that feeds everyone else. `finish` closes after what
+is queued has been sent (e.g. after `listenKeyExpired`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import msgspec
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
+NORMAL_CLOSURE: Final = 1000
 POLICY_VIOLATION: Final = 1008
 SLOW_CONSUMER: Final = "slow consumer"
 _json = msgspec.json.Encoder()
@@ -32,31 +34,42 @@ class Connection:
         self.listen_keys: dict[str, int] = {}
         """User streams subscribed to: listenKey -> account id."""
         self.close_reason: str | None = None
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
+        self.close_code = POLICY_VIOLATION
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_size + 1)
+        self._queue_size = queue_size
         self._sender: asyncio.Task[None] | None = None
 
     def push(self, text: bytes) -> None:
         """Queue one text frame; drops the client if it has fallen too far behind."""
         if self.close_reason is not None:
             return
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self._queue_size:
             self.drop(SLOW_CONSUMER)
+            return
+        self._queue.put_nowait(text)
 
     def push_json(self, value: Any) -> None:
         self.push(_json.encode(value))
 
     def drop(self, reason: str) -> None:
-        """Close the connection with 1008 and `reason` (from any task)."""
+        """Close the connection with 1008 and `reason` now, dropping what is queued (from any task)."""
         if self.close_reason is None:
             self.close_reason = reason
             if self._sender is not None:
                 self._sender.cancel()
 
+    def finish(self, reason: str, code: int = NORMAL_CLOSURE) -> None:
+        """Close the connection with `code` and `reason` once everything queued so far is sent."""
+        if self.close_reason is None:
+            self.close_reason = reason
+            self.close_code = code
+            self._queue.put_nowait(None)  # the queue keeps one place free for this
+
     async def _send_loop(self) -> None:
         while True:
             text = await self._queue.get()
+            if text is None:
+                return
             await self.socket.send_text(text)
 
     async def _receive_loop(self, on_text: Callable[[str], Awaitable[None]]) -> None:
@@ -67,7 +80,7 @@ class Connection:
     async def run(self, on_text: Callable[[str], Awaitable[None]]) -> None:
         """Serve until the client leaves, a send fails or the client is dropped; then close."""
         self._sender = asyncio.create_task(self._send_loop())
-        if self.close_reason is not None:
+        if self.close_reason is not None and self.close_code == POLICY_VIOLATION:
             self._sender.cancel()
         receiver = asyncio.create_task(self._receive_loop(on_text))
         tasks = {self._sender, receiver}
@@ -79,4 +92,4 @@ class Connection:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self.close_reason is not None:
             with contextlib.suppress(Exception):
-                await self.socket.close(code=POLICY_VIOLATION, reason=self.close_reason)
+                await self.socket.close(code=self.close_code, reason=self.close_reason)

@@ -5,8 +5,17 @@ stream ends now, then one task reads on from there (XREAD, blocking, no consumer
 group: every API process sees everything) and dispatches each read to the
 connections subscribed: rendering happens once per stream name, whatever the number
 of subscribers, and delivery is `Connection.push` (never an await), so a slow
-client cannot hold the reader up. Depth diffs of one market read together are sent
-as one diff (U of the first, u of the last), so `U = previous u + 1` holds.
+client cannot hold the reader up.
+
+Timer-driven streams, as Binance times them (a second task ticks every 100 ms):
+`<symbol>@depth@100ms` and `@depth` (1000 ms; `@depth@1000ms` is an alias) send the
+diffs read since their last tick merged into one (U of the first, u of the last, the
+last quantity per level), so `U = previous u + 1` still holds; the partial books
+`@depth<N>@100ms` / `@depth<N>` likewise, when the book changed. `@ticker`,
+`@miniTicker`, `!ticker@arr` and `!miniTicker@arr` send every 1000 ms the tickers
+that changed in that second. Trades, aggTrades, klines, bookTicker and user data
+are sent as read. Every second the listenKeys of open user streams are checked: an
+expired (or deleted) one gets `listenKeyExpired`, then its connection is closed.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import msgspec
 
 from api.context import ApiContext
 from api.public import read_book
-from api.ws.connection import Connection
+from api.ws.connection import NORMAL_CLOSURE, SLOW_CONSUMER, Connection
 from api.ws.names import ALL_MINI_TICKERS, ALL_TICKERS, PARTIAL_LEVELS, stream_name
 from api.ws.payloads import (
     agg_trade_events,
@@ -33,15 +42,32 @@ from api.ws.payloads import (
     ticker_event,
     trade_event,
 )
-from api.ws.userdata import account_position, execution_report
-from pipeline.agents.publish.messages import AccountUpdate, BookTicker, Candle, DepthUpdate, OrderUpdate, Ticker, Trade
+from api.ws.userdata import account_position, balance_update, execution_report
+from pipeline.agents.publish.messages import (
+    AccountUpdate,
+    BalanceDelta,
+    BookTicker,
+    Candle,
+    DepthUpdate,
+    OrderUpdate,
+    Ticker,
+    Trade,
+)
 
 log = logging.getLogger(__name__)
 READ_COUNT: Final = 500
 BLOCK_MS: Final = 1000
 _json = msgspec.json.Encoder()
-DEPTH_KINDS: Final = ("depth", "depth@100ms", "depth@1000ms")
-PARTIAL_KINDS: Final = tuple((n, f"depth{n}{speed}") for n in PARTIAL_LEVELS for speed in ("", "@100ms", "@1000ms"))
+TICK_S: Final = 0.1
+SLOW_EVERY: Final = 10
+"""Ticks per 1000 ms period."""
+SPEEDS: Final = (100, 1000)
+DEPTH_KINDS: Final = {100: ("depth@100ms",), 1000: ("depth", "depth@1000ms")}
+PARTIAL_KINDS: Final = {
+    100: tuple((n, f"depth{n}@100ms") for n in PARTIAL_LEVELS),
+    1000: tuple((n, f"depth{n}{speed}") for n in PARTIAL_LEVELS for speed in ("", "@1000ms")),
+}
+LISTEN_KEY_EXPIRED: Final = "listenKeyExpired"
 
 
 def _text(value: Any) -> str:
@@ -66,7 +92,17 @@ class Hub:
                 self._kinds[stream] = (kind, topic)
         self._positions: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
         self.reads = 0
+        self.dropped_slow = 0
+        """Connections closed because they fell too far behind (for the metrics)."""
+        self.ticks = 0
+        self._depth: dict[int, dict[str, list[DepthUpdate]]] = {speed: defaultdict(list) for speed in SPEEDS}
+        """Diffs read since the last tick of each speed, per market (only while someone listens)."""
+        self._partial: dict[int, set[str]] = {speed: set() for speed in SPEEDS}
+        """Markets whose book changed since the last tick of each speed."""
+        self._tickers: dict[str, Ticker] = {}
+        """The newest ticker of each market that changed since the last 1000 ms tick."""
 
     # ------------------------------------------------------------ subscriptions
 
@@ -93,6 +129,8 @@ class Hub:
                 self.users.pop(account, None)
 
     def remove(self, conn: Connection) -> None:
+        if conn.close_reason == SLOW_CONSUMER:
+            self.dropped_slow += 1
         for name in [*conn.streams, *conn.listen_keys]:
             self.unsubscribe(conn, name)
 
@@ -108,6 +146,7 @@ class Hub:
                                                                                                strict=True)}
         await self._load_bbo()
         self._task = asyncio.create_task(self._run(), name="ws-hub")
+        self._timer = asyncio.create_task(self._run_timer(), name="ws-hub-timer")
 
     async def _load_bbo(self) -> None:
         """The best bid/offer each market has now (tickers carry it; later ones come from `market.bbo`)."""
@@ -124,11 +163,12 @@ class Hub:
                     values.get("bid_qty_lots", 0), values.get("ask_price_ticks", 0), values.get("ask_qty_lots", 0)))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._timer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._timer = None
 
     async def _run(self) -> None:
         while True:
@@ -143,13 +183,45 @@ class Hub:
             if not result:
                 continue
             try:
-                partial = self.dispatch(self._decode(result))
-                if partial:
-                    await self._send_partial_books(partial)
+                self.dispatch(self._decode(result))
             except Exception:
                 log.exception("ws hub: dispatch failed")
             self.reads += 1
 
+    async def _run_timer(self) -> None:
+        """Tick every 100 ms on a fixed schedule (a late tick does not shift the next ones)."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += TICK_S
+            delay = next_at - loop.time()
+            if delay < -TICK_S:  # far behind (a long pause): start the schedule again from now
+                next_at, delay = loop.time(), 0.0
+            await asyncio.sleep(max(0.0, delay))
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ws hub: tick failed")
+
+    async def tick(self) -> None:
+        """One 100 ms tick: the 100 ms streams; every tenth, the 1000 ms streams and the listenKey check."""
+        self.ticks += 1
+        now = time.time_ns() // 1_000_000
+        speeds = SPEEDS if self.ticks % SLOW_EVERY == 0 else SPEEDS[:1]
+        partial: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for speed in speeds:
+            self._flush_depth(speed, now)
+            for symbol in self._partial[speed]:
+                partial[symbol].extend(PARTIAL_KINDS[speed])
+            self._partial[speed] = set()
+        if len(speeds) > 1:
+            self._flush_tickers(now)
+        if partial:
+            await self._send_partial_books(partial)
+        if len(speeds) > 1 and self.users:
+            await self._expire_listen_keys(now)
     def _decode(self, result: list[tuple[str, list[tuple[str, bytes]]]]) -> dict[str, list[Any]]:
         """A read (the transport's (stream, [(entry id, data)])) as messages per kind; moves the positions on."""
         read: dict[str, list[Any]] = defaultdict(list)
@@ -177,8 +249,8 @@ class Hub:
     def _wanted(self, symbol: str, kinds: tuple[str, ...]) -> list[str]:
         return [name for name in (stream_name(symbol, k) for k in kinds) if name in self.subs]
 
-    def dispatch(self, read: dict[str, list[Any]]) -> set[str]:
-        """Send what one read brought (no awaits); returns the markets whose partial books changed."""
+    def dispatch(self, read: dict[str, list[Any]]) -> None:
+        """Send (or, for timed streams, buffer) what one read brought; no awaits."""
         now = time.time_ns() // 1_000_000
         markets = self.ctx.markets
         for b in read.get("bbo", ()):
@@ -190,15 +262,12 @@ class Hub:
         for d in read.get("depth", ()):
             if isinstance(d, DepthUpdate) and d.symbol in markets:
                 depth[d.symbol].append(d)
-        partial: set[str] = set()
         for symbol, updates in depth.items():
-            names = self._wanted(symbol, DEPTH_KINDS)
-            if names:
-                event = depth_event(markets[symbol], updates, now)
-                for name in names:
-                    self._emit(name, event)
-            if self._wanted(symbol, tuple(k for _, k in PARTIAL_KINDS)):
-                partial.add(symbol)
+            for speed in SPEEDS:
+                if self._wanted(symbol, DEPTH_KINDS[speed]):
+                    self._depth[speed][symbol].extend(updates)
+                if self._wanted(symbol, tuple(k for _, k in PARTIAL_KINDS[speed])):
+                    self._partial[speed].add(symbol)
         trades: dict[str, list[Trade]] = defaultdict(list)
         for t in read.get("trades", ()):
             if isinstance(t, Trade) and t.symbol in markets:
@@ -211,19 +280,33 @@ class Hub:
             for name in self._wanted(symbol, ("aggTrade",)):
                 for event in agg_trade_events(market, found, now):
                     self._emit(name, event)
-        self._dispatch_tickers([t for t in read.get("tickers", ()) if isinstance(t, Ticker) and t.symbol in markets],
-                               now)
+        for t in read.get("tickers", ()):
+            if isinstance(t, Ticker) and t.symbol in markets:
+                self._tickers[t.symbol] = t
         for c in read.get("candles", ()):
             if isinstance(c, Candle) and c.symbol in markets:
                 for name in self._wanted(c.symbol, (f"kline_{c.interval}",)):
                     self._emit(name, kline_event(markets[c.symbol], c, now))
         if self.users:
             self._dispatch_user(read.get("user", ()), now)
-        return partial
 
-    def _dispatch_tickers(self, tickers: list[Ticker], now: int) -> None:
-        if not tickers:
+    def _flush_depth(self, speed: int, now: int) -> None:
+        buffered = self._depth[speed]
+        if not buffered:
             return
+        self._depth[speed] = defaultdict(list)
+        for symbol, updates in buffered.items():
+            names = self._wanted(symbol, DEPTH_KINDS[speed])
+            if names:
+                event = depth_event(self.ctx.markets[symbol], updates, now)
+                for name in names:
+                    self._emit(name, event)
+
+    def _flush_tickers(self, now: int) -> None:
+        if not self._tickers:
+            return
+        tickers = [self._tickers[s] for s in sorted(self._tickers)]
+        self._tickers = {}
         markets = self.ctx.markets
         full = {t.symbol: ticker_event(markets[t.symbol], t, self.bbo.get(t.symbol), now, False) for t in tickers}
         mini = {t.symbol: ticker_event(markets[t.symbol], t, None, now, True) for t in tickers}
@@ -247,16 +330,39 @@ class Hub:
                 data = execution_report(markets[event.symbol], event, assets, now)
             elif isinstance(event, AccountUpdate):
                 data = account_position(event, assets, now)
+            elif isinstance(event, BalanceDelta) and event.asset in assets:
+                data = balance_update(event, assets[event.asset], now)
             else:
                 continue  # CancelRejected: Binance's user stream has no event for it
             raw = _json.encode(data)
             for conn, listen_key in list(subscribers.items()):
                 conn.push(b'{"stream":"' + listen_key.encode() + b'","data":' + raw + b"}" if conn.combined else raw)
 
-    async def _send_partial_books(self, symbols: set[str]) -> None:
-        for symbol in symbols:
+    async def _send_partial_books(self, kinds: dict[str, list[tuple[int, str]]]) -> None:
+        for symbol, wanted in kinds.items():
+            names = [(n, stream_name(symbol, kind)) for n, kind in wanted]
+            if not any(name in self.subs for _, name in names):
+                continue
             last_id, bids, asks = await read_book(self.ctx, symbol)
-            for n, kind in PARTIAL_KINDS:
-                name = stream_name(symbol, kind)
+            for n, name in names:
                 if name in self.subs:
                     self._emit(name, partial_book(self.ctx.markets[symbol], last_id, bids, asks, n))
+
+    async def _expire_listen_keys(self, now: int) -> None:
+        """Send `listenKeyExpired` to, then close, every connection whose listenKey no longer exists."""
+        keys = sorted({key for subscribers in self.users.values() for key in subscribers.values()})
+        async with self.ctx.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(f"listenkey:{key}")
+            alive = await pipe.execute()
+        expired = {key for key, exists in zip(keys, alive, strict=True) if not exists}
+        if not expired:
+            return
+        for subscribers in list(self.users.values()):
+            for conn, key in list(subscribers.items()):
+                if key not in expired:
+                    continue
+                raw = _json.encode({"e": LISTEN_KEY_EXPIRED, "E": now, "listenKey": key})
+                conn.push(b'{"stream":"' + key.encode() + b'","data":' + raw + b"}" if conn.combined else raw)
+                self.unsubscribe(conn, key)
+                conn.finish(LISTEN_KEY_EXPIRED, NORMAL_CLOSURE)

@@ -6,6 +6,9 @@ stream of its account). Live requests, as Binance takes them:
 `LIST_SUBSCRIPTIONS` -> the names, `GET_PROPERTY` / `SET_PROPERTY` of `combined`.
 Errors: `{"error": {"code", "msg"}, "id"}` with Binance's codes (0 unknown property,
 1 invalid value type, 2 invalid request, 3 invalid JSON).
+
+Limits (`api.ws.limits`): connection attempts per IP, incoming messages per second
+per connection (beyond: closed with 1008 "Too many requests"), 1024 streams.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from litestar import WebSocket, websocket
 from api.context import ApiContext
 from api.ws.connection import POLICY_VIOLATION, Connection
 from api.ws.hub import Hub
+from api.ws.limits import TOO_MANY_REQUESTS, SlidingWindow, admit
 from api.ws.names import parse_stream
 from api.ws.userdata import listen_key_account
 
@@ -77,7 +81,8 @@ async def handle_request(ctx: ApiContext, hub: Hub, conn: Connection, text: str)
         if method == "SUBSCRIBE":
             bad = await _subscribe(ctx, hub, conn, [p for p in params if isinstance(p, str)])
             if bad is not None:
-                raise RequestError(2, f"Invalid request: invalid stream name {bad!r}")
+                raise RequestError(2, f"Invalid request: {bad}" if bad.startswith("more than") else
+                                   f"Invalid request: invalid stream name {bad!r}")
         elif method == "UNSUBSCRIBE":
             for name in params:
                 hub.unsubscribe(conn, str(name))
@@ -102,16 +107,23 @@ async def serve_streams(socket: WebSocket[Any, Any, Any], names: list[str], comb
     state = socket.app.state
     ctx: ApiContext = state.api
     hub: Hub = state.hub
+    if not await admit(socket):
+        return
     conn = Connection(socket, ctx.config.ws_queue, combined)
+    rate = SlidingWindow(ctx.config.ws_messages_per_second, 1.0)
     try:
         # Subscribed before the handshake completes: whatever is read after the client connected, it gets.
         bad = await _subscribe(ctx, hub, conn, names)
         await socket.accept()
         if bad is not None:
-            await socket.close(code=POLICY_VIOLATION, reason=f"Invalid stream name: {bad}"[:120])
+            reason = bad if bad.startswith("more than") else f"Invalid stream name: {bad}"
+            await socket.close(code=POLICY_VIOLATION, reason=reason[:120])
             return
 
         async def on_text(text: str) -> None:
+            if not rate.allow():
+                conn.drop(TOO_MANY_REQUESTS)
+                return
             await handle_request(ctx, hub, conn, text)
 
         await conn.run(on_text)

@@ -5,9 +5,10 @@ POST /api/v3/userDataStream (X-MBX-APIKEY, no signature) gives the account's lis
 closes it. Redis keys: ``listenkey:{key}`` -> account id and
 ``listenkey:account:{id}`` -> key, both expiring after `LISTEN_KEY_TTL_S`.
 
-Events: `executionReport` (from `OrderUpdate`) and `outboundAccountPosition` (from
-`AccountUpdate`). `balanceUpdate` is not sent: publish's `AccountUpdate` carries the
-new balances, not the deposit or withdrawal delta that event needs.
+Events: `executionReport` (from `OrderUpdate`), `outboundAccountPosition` (from
+`AccountUpdate`), `balanceUpdate` (from `BalanceDelta`: a deposit or withdrawal) and,
+when the listenKey expires while the socket is open, `listenKeyExpired` (then the
+connection is closed; see `api.ws.hub`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from api.context import ApiContext, price_str, qty_str, quote_str, units_str
 from api.errors import ApiError
 from api.params import read_params
 from api.public import MS
-from pipeline.agents.publish.messages import AccountUpdate, OrderUpdate
+from pipeline.agents.publish.messages import AccountUpdate, BalanceDelta, OrderUpdate
 from pipeline.core.markets import Asset, Market
 
 LISTEN_KEY_TTL_S: Final = 3600
@@ -110,3 +111,10 @@ def account_position(u: AccountUpdate, assets: dict[str, Asset], now_ms: int) ->
     return {"e": "outboundAccountPosition", "E": now_ms, "u": u.ts // MS,
             "B": [{"a": name, "f": units_str(assets[name], free), "l": units_str(assets[name], locked)}
                   for name, free, locked in u.balances if name in assets]}
+
+
+def balance_update(u: BalanceDelta, asset: Asset, now_ms: int) -> dict[str, Any]:
+    """Binance `balanceUpdate`: `d` the signed delta, `T` the clear time."""
+    delta = units_str(asset, abs(u.delta))
+    return {"e": "balanceUpdate", "E": now_ms, "a": u.asset, "d": delta if u.delta >= 0 else "-" + delta,
+            "T": u.ts // MS}

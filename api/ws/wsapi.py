@@ -7,6 +7,11 @@ Signed params carry `apiKey`, `timestamp` and `signature`: HMAC-SHA256 of every
 parameter but `signature`, sorted by name, as `name=value` joined by `&`
 (Binance's WebSocket API signing). Requests of one connection run concurrently
 (their answers come in completion order, matched by id), so a client can pipeline.
+
+Limits: connection attempts per IP (`api.ws.limits`, HTTP 429 at the handshake) and
+the REST API's request weight per IP and minute, shared with it (order.place 1,
+order.cancel 1, order.status 4); over the limit a request answers status 429,
+code -1003, with `data.retryAfter` (ms since the epoch when it may retry).
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from api.accounts import ApiKey
 from api.auth import authenticate
 from api.context import ApiContext
 from api.errors import OVERLOADED, ApiError
+from api.limits import WeightLimiter
 from api.orders import cancel_one, order_status, place_order
 from api.params import Params
 from api.ws.connection import Connection
+from api.ws.limits import admit, client_ip
 from pipeline.errors import BackpressureError
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,7 @@ SIGNED: Final[dict[str, tuple[str, Handler]]] = {
     "order.cancel": ("trade", cancel_one),
     "order.status": ("read", order_status),
 }
+WEIGHTS: Final = {"order.status": 4}
 
 
 def _value(value: Any) -> str:
@@ -76,7 +84,19 @@ async def call(ctx: ApiContext, method: Any, raw_params: Any) -> Any:
     return await handler(ctx, params, key)
 
 
-async def answer(ctx: ApiContext, conn: Connection, text: str) -> None:
+def _spend(limiter: WeightLimiter | None, ip: str, method: Any) -> None:
+    """Charge the request's weight to `ip`; an ApiError (429, -1003) past the limit."""
+    if limiter is None or limiter.per_minute <= 0:
+        return
+    used, retry = limiter.spend(ip, WEIGHTS.get(str(method), 1))
+    if used > limiter.per_minute:
+        raise ApiError(-1003, f"Too much request weight used; current limit is {limiter.per_minute} request weight "
+                              "per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
+                       429, {"retryAfter": str(ApiContext.now_ms() + retry * 1000)})
+
+
+async def answer(ctx: ApiContext, conn: Connection, text: str, limiter: WeightLimiter | None = None,
+                 ip: str = "?") -> None:
     request_id: Any = None
     try:
         try:
@@ -86,13 +106,17 @@ async def answer(ctx: ApiContext, conn: Connection, text: str) -> None:
         if not isinstance(request, dict):
             raise ApiError(-1000, "Malformed request: expected a JSON object.")
         request_id = request.get("id")
+        _spend(limiter, ip, request.get("method"))
         result = await call(ctx, request.get("method"), request.get("params", {}))
         conn.push_json({"id": request_id, "status": 200, "result": result})
     except BackpressureError:
         conn.push_json({"id": request_id, "status": OVERLOADED.status,
                         "error": {"code": OVERLOADED.code, "msg": OVERLOADED.msg}})
     except ApiError as exc:
-        conn.push_json({"id": request_id, "status": exc.status, "error": {"code": exc.code, "msg": exc.msg}})
+        error: dict[str, Any] = {"code": exc.code, "msg": exc.msg}
+        if exc.status == 429 and "retryAfter" in exc.headers:
+            error["data"] = {"serverTime": ApiContext.now_ms(), "retryAfter": int(exc.headers["retryAfter"])}
+        conn.push_json({"id": request_id, "status": exc.status, "error": error})
     except Exception:
         log.exception("ws-api: unexpected error")
         conn.push_json({"id": request_id, "status": 500,
@@ -102,6 +126,10 @@ async def answer(ctx: ApiContext, conn: Connection, text: str) -> None:
 @websocket("/ws-api/v3")
 async def ws_api(socket: WebSocket[Any, Any, Any]) -> None:
     ctx: ApiContext = socket.app.state.api
+    if not await admit(socket):
+        return
+    limiter: WeightLimiter | None = getattr(socket.app.state, "limiter", None)
+    ip = client_ip(socket)
     await socket.accept()
     conn = Connection(socket, ctx.config.ws_queue)
     running: set[asyncio.Task[None]] = set()
@@ -110,7 +138,7 @@ async def ws_api(socket: WebSocket[Any, Any, Any]) -> None:
         if len(running) >= ctx.config.ws_queue:  # more requests in flight than answers it may have queued
             conn.drop("too many requests in flight")
             return
-        task = asyncio.create_task(answer(ctx, conn, text))
+        task = asyncio.create_task(answer(ctx, conn, text, limiter, ip))
         running.add(task)
         task.add_done_callback(running.discard)
 

@@ -18,8 +18,15 @@ SUBCOMMAND_MODULES = (
     "infra.cli.services",
     "infra.cli.topics",
     "infra.cli.worker",
+    "infra.cli.api",
     "infra.cli.admin",
     "infra.cli.persister",
+    "infra.cli.status",
+    "infra.cli.bench",
+    "infra.cli.replay",
+    "infra.cli.snapshot",
+    "infra.cli.state",
+    "infra.cli.mm",
 )
 
 

@@ -13,6 +13,7 @@ import msgspec
 
 from infra.cli.common import ToolError, print_table, redis_url
 from pipeline.deadletter import DEAD_LETTER_ENTRIES, DLQ_STREAM
+from pipeline.metrics import consumer_lag
 from pipeline.schema import schema_document
 from pipeline.transport.base import START, id_key
 from pipeline.transport.redis import RedisTransport
@@ -76,17 +77,8 @@ async def cmd_list(args: argparse.Namespace) -> int:
 async def cmd_lag(args: argparse.Namespace) -> int:
     transport = RedisTransport(redis_url())
     try:
-        added = {info.stream: info.added for info in await transport.streams()}
-        rows = []
-        for consumer in await transport.all_consumers():
-            positions = await transport.positions(consumer)
-            registered = [s for s in added if consumer in await transport.consumers(s)]
-            streams = sorted({*positions, *registered})
-            for stream in streams:
-                position = positions.get(stream)
-                consumed = position.consumed if position else 0
-                rows.append((consumer, stream, position.last_id if position else "-", consumed,
-                             added.get(stream, 0) - consumed))
+        rows = [(row.consumer, row.stream, row.last_id or "-", row.consumed, row.lag)
+                for row in await consumer_lag(transport)]
         print_table(("agent", "stream", "committed offset", "consumed", "lag"), rows)
     finally:
         await transport.close()

@@ -17,6 +17,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     parser.add_argument("--no-mm", action="store_true", help="do not start the market maker")
+    parser.add_argument("--no-noise", action="store_true",
+                        help="market maker without its noise trader (no taker flow, so no trades print by themselves)")
     parser.set_defaults(func=cmd_up)
 
 
@@ -28,14 +30,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     from infra.runner import run_exchange
     from pipeline.config import PipelineConfig
     from pipeline.exchange import build_exchange
+    from pipeline.snapshots.config import SnapshotConfig
     from pipeline.transport.redis import RedisTransport
     from recovery.persister import Persister, PersisterConfig, app_streams
+    from recovery.snapshots import attach_snapshots
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = ServicesConfig.from_env()
         pipeline_config = PipelineConfig.from_env()
         persister_config = PersisterConfig.from_env()
+        snapshot_config = SnapshotConfig.from_env()
+        mm_config = None if args.no_mm else _mm_config(no_noise=args.no_noise)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -48,14 +54,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     started_here = {s.name for s in services.status() if s.pid is not None} - was_running
     exchange = build_exchange(RedisTransport(urls.redis_url), pipeline_config)
+    attach_snapshots(exchange, urls.database_url, snapshot_config)  # restore at start, snapshot, trim
     persister = Persister(exchange.app.transport, urls.database_url, app_streams(exchange.app), persister_config)
+    clients = [] if mm_config is None else [_market_maker(exchange, mm_config)]
 
     def ready(address: str | None) -> None:
         agents = ", ".join(exchange.app.agents)
         print(f"exchange is up: {address}  (agents: {agents}; Ctrl-C stops it)", flush=True)
 
     try:
-        asyncio.run(run_exchange(exchange, host=args.host, port=args.port, on_ready=ready, services=[persister]))
+        asyncio.run(run_exchange(exchange, host=args.host, port=args.port, on_ready=ready, services=[persister],
+                                 clients=clients))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -68,3 +77,21 @@ def cmd_up(args: argparse.Namespace) -> int:
                 services.valkey.stop()
     print("exchange stopped", file=sys.stderr)
     return 0
+
+
+def _mm_config(*, no_noise: bool) -> Any:
+    """The market maker's config (EXCHANGE_MM_CONFIG, if set); `--no-noise` turns the taker flow off."""
+    import msgspec
+
+    from infra.mm.config import load_config
+
+    config = load_config()
+    if no_noise:
+        config = msgspec.structs.replace(config, noise=msgspec.structs.replace(config.noise, enabled=False))
+    return config
+
+
+def _market_maker(exchange: Any, config: Any) -> Any:
+    from infra.mm.service import MarketMakerService
+
+    return MarketMakerService(exchange, config)

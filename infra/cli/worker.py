@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Any
 
-from infra.cli.common import ToolError, redis_url
+from infra.cli.common import ToolError, database_url, redis_url
 
 
 def register(subparsers: Any) -> None:
@@ -44,6 +44,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if names and ("risk" in names) != ("settle" in names):
         print("error: risk and settle share the accounts state: run them in the same worker", file=sys.stderr)
         return 2
+
+    from recovery.snapshots import attach_snapshots
+
+    try:  # snapshots (and restoring from them) need PostgreSQL: without it, agents replay their input
+        database: str | None = database_url()
+    except ToolError as exc:
+        database = None
+        print(f"warning: no snapshots ({exc}): agents rebuild from the streams", file=sys.stderr)
+    attach_snapshots(exchange, database)
 
     def ready(_: str | None) -> None:
         print(f"worker running: {', '.join(names or exchange.app.agents)}", flush=True)

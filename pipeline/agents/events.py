@@ -17,3 +17,10 @@ class BookChanged(Message, frozen=True, gc=False):
     symbol: str
     bids: list[tuple[int, int]]
     asks: list[tuple[int, int]]
+
+
+class ClockTick(Message, frozen=True, gc=False):
+    """The time now, sent to publish by its timer so that rolling windows (the 24h
+    tickers) move when no trade happens. On its own topic ``publish.clock``."""
+
+    ts: int

@@ -30,14 +30,17 @@ def register_match(
     async def match(stream: AgentStream[MatchCommand]) -> None:
         engine: MatchingEngine = stream.state
         emit = orders_events.emit
+        process = engine.process
         async for batch in stream.batches():
+            books = engine.books()
             for command in batch:
                 symbol = command.symbol
-                for event in engine.process(command):
+                for event in process(command):
                     emit(event, key=symbol)  # type: ignore[arg-type]
-                change = book_change(engine, command.ts, symbol)
-                if change is not None:
-                    emit(change, key=symbol)
+                book = books.get(symbol)
+                sides = None if book is None else book.drain_sides()
+                if sides is not None:
+                    emit(BookChanged(command.ts, symbol, sides[0], sides[1]), key=symbol)
 
 
 def book_change(engine: MatchingEngine, ts: int, symbol: str) -> BookChanged | None:
@@ -46,11 +49,5 @@ def book_change(engine: MatchingEngine, ts: int, symbol: str) -> BookChanged | N
         book = engine.book(symbol)
     except KeyError:
         return None
-    changes = book.drain_changes()
-    if not changes:
-        return None
-    return BookChanged(
-        ts=ts, symbol=symbol,
-        bids=[(price, total) for is_buy, price, total in changes if is_buy],
-        asks=[(price, total) for is_buy, price, total in changes if not is_buy],
-    )
+    sides = book.drain_sides()
+    return None if sides is None else BookChanged(ts, symbol, sides[0], sides[1])

@@ -41,39 +41,43 @@ def register_risk(
         emit_event = accounts_events.emit
         async for batch in stream.batches():
             accounts = state.refresh()
+            take_hold = accounts.take_hold
             for command in batch:
-                if isinstance(command, Deposit | Withdraw):
-                    events = accounts.deposit(command) if isinstance(command, Deposit) else (
-                        accounts.withdraw(command))
-                    for event in events:
-                        emit_event(event, key=command.account_id)  # type: ignore[arg-type]
-                    state.mirror(events, ())
-                    continue
-                if not isinstance(command, PlaceOrder | CancelReplace):
-                    orders_accepted.emit(command, key=command.symbol)
-                    continue
-                order = command if isinstance(command, PlaceOrder) else command.new_order
-                held, events = accounts.take_hold(order)
-                for event in events:
-                    if isinstance(event, OrderRejected):
-                        orders_rejected.emit(event, key=order.account_id)
+                kind = type(command)
+                if kind is PlaceOrder:
+                    held, events = take_hold(command)  # type: ignore[arg-type]
+                    account = command.account_id  # type: ignore[union-attr]
+                    if held is not None:  # HoldTaken + BalanceChanged
+                        emit_event(events[0], key=account)  # type: ignore[arg-type]
+                        emit_event(events[1], key=account)  # type: ignore[arg-type]
+                        orders_accepted.emit(held, key=held.symbol)
                     else:
-                        emit_event(event, key=order.account_id)  # type: ignore[arg-type]
-                state.mirror(events, ((order.symbol, order.order_id),))
-                if held is None:
+                        orders_rejected.emit(events[0], key=account)  # type: ignore[arg-type]
                     continue
-                if isinstance(command, PlaceOrder):
-                    orders_accepted.emit(held, key=held.symbol)
-                else:
-                    orders_accepted.emit(_replace_new_order(command, held), key=held.symbol)
-
-
-def _replace_new_order(command: CancelReplace, new_order: PlaceOrder) -> CancelReplace:
-    return CancelReplace(ts=command.ts, account_id=command.account_id, symbol=command.symbol,
-                         new_order=new_order, cancel_order_id=command.cancel_order_id,
-                         cancel_client_order_id=command.cancel_client_order_id)
+                if kind is Deposit or kind is Withdraw:
+                    events = accounts.deposit(command) if kind is Deposit else (  # type: ignore[arg-type]
+                        accounts.withdraw(command))  # type: ignore[arg-type]
+                    for event in events:
+                        emit_event(event, key=command.account_id)  # type: ignore[arg-type,union-attr]
+                    state.record_request(command.request_id)  # type: ignore[union-attr]
+                    continue
+                if kind is not CancelReplace:
+                    orders_accepted.emit(command, key=command.symbol)  # type: ignore[arg-type,union-attr]
+                    continue
+                # the old order's hold may fund part of the new one (it pledges it)
+                replace, events = accounts.take_replace_hold(command)  # type: ignore[arg-type]
+                account = command.account_id  # type: ignore[union-attr]
+                for event in events:
+                    if type(event) is OrderRejected:
+                        orders_rejected.emit(event, key=account)
+                    else:
+                        emit_event(event, key=account)  # type: ignore[arg-type]
+                if replace is not None:
+                    orders_accepted.emit(replace, key=replace.symbol)
+            state.flush()  # the balances and holds the batch changed, into the tables
 
 
 def _tables(shared: dict[int, SharedAccounts]) -> list:  # type: ignore[type-arg]
     any_state = next(iter(shared.values()))
-    return [any_state.balances, any_state.holds]
+    tables = [any_state.balances, any_state.holds]
+    return tables if any_state.requests is None else [*tables, any_state.requests]

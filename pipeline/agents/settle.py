@@ -16,15 +16,15 @@ from pipeline.core.messages import (
 )
 from pipeline.topics import Topic
 
-_ENDS = (OrderFilled, OrderCanceled, OrderExpired, OrderRejected)
+_ENDS = frozenset([OrderFilled, OrderCanceled, OrderExpired, OrderRejected])
 
 
 def touched_holds(event: OrderEvent) -> tuple[HoldKey, ...]:
     """The holds a matcher event can change."""
     if type(event) is TradeExecuted:
         return ((event.symbol, event.maker_order_id), (event.symbol, event.taker_order_id))
-    if isinstance(event, _ENDS):
-        return ((event.symbol, event.order_id),)
+    if type(event) in _ENDS:
+        return ((event.symbol, event.order_id),)  # type: ignore[union-attr]
     return ()
 
 
@@ -36,19 +36,30 @@ def register_settle(
 ) -> None:
     """Declare the settle agent on `app`; it shares `shared` with risk."""
     any_state = next(iter(shared.values()))
+    # every table `SharedAccounts.refresh` reads: a settle that restarts alone must restore them all
+    tables = [any_state.balances, any_state.holds, *([any_state.requests] if any_state.requests is not None else [])]
 
-    @app.agent(orders_events, name="settle", tables=[any_state.balances, any_state.holds])
+    @app.agent(orders_events, name="settle", tables=tables)
     async def settle(stream: AgentStream[OrderEvent]) -> None:
         state = shared[stream.partition]
         state.stale = True
         emit = accounts_events.emit
+        keyed = accounts_events.partitions > 1
         async for batch in stream.batches():
             accounts = state.refresh()
+            settle_trade, release = accounts.settle_trade, accounts.release
             for event in batch:
-                keys = touched_holds(event)
-                if not keys:
+                kind = type(event)
+                if kind is TradeExecuted:
+                    out = settle_trade(event)  # type: ignore[arg-type]
+                elif kind in _ENDS:
+                    out = release(event.ts, event.symbol, event.order_id)  # type: ignore[union-attr]
+                else:
                     continue
-                out = accounts.settle(event)
-                for account_event in out:
-                    emit(account_event, key=getattr(account_event, "account_id", None))  # type: ignore[arg-type]
-                state.mirror(out, keys)
+                if keyed:
+                    for account_event in out:
+                        emit(account_event, key=getattr(account_event, "account_id", None))  # type: ignore[arg-type]
+                else:
+                    for account_event in out:
+                        emit(account_event)  # type: ignore[arg-type]
+            state.flush()  # the balances and holds the batch changed, into the tables

@@ -32,15 +32,16 @@ class MarketView:
 
     def __init__(self, markets: Mapping[str, Market]) -> None:
         self._base = dict(markets)
-        self._current = dict(markets)
+        self.current = dict(markets)
+        """Symbol -> market with its current status (read-only for callers)."""
 
     def get(self, symbol: str) -> Market | None:
-        return self._current.get(symbol)
+        return self.current.get(symbol)
 
     def set_status(self, symbol: str, status: str) -> None:
         market = self._base.get(symbol)
         if market is not None:
-            self._current[symbol] = market.with_status("HALT" if status == "HALT" else "TRADING")
+            self.current[symbol] = market.with_status("HALT" if status == "HALT" else "TRADING")
 
 
 def order_rejection(order: PlaceOrder, markets: MarketView) -> RejectReason | None:
@@ -71,10 +72,21 @@ def register_validate(
         view = MarketView(markets)
         for symbol, value in status.items():
             view.set_status(symbol, value)
+        current = view.current
+        emit_valid = orders_valid.emit
         async for batch in stream.batches():
             for command in batch:
-                if isinstance(command, PlaceOrder | CancelReplace):
-                    order = command if isinstance(command, PlaceOrder) else command.new_order
+                kind = type(command)
+                if kind is PlaceOrder:  # the common case, `order_rejection` inlined
+                    market = current.get(command.symbol)  # type: ignore[union-attr]
+                    reason = "UNKNOWN_SYMBOL" if market is None else check_order(command, market)  # type: ignore[arg-type]
+                    if reason is None:
+                        emit_valid(command, key=command.account_id)  # type: ignore[union-attr]
+                    else:
+                        orders_rejected.emit(rejected(command, reason), key=command.account_id)  # type: ignore[arg-type,union-attr]
+                    continue
+                if kind is CancelReplace:
+                    order = command.new_order  # type: ignore[union-attr]
                     reason = order_rejection(order, view)
                     if reason is not None:
                         orders_rejected.emit(rejected(order, reason), key=order.account_id)

@@ -21,6 +21,14 @@ The life of an order's funds, as the risk and settle stages apply it:
    never exceed the worst-case fee held, whatever the number of fills.
 3. When the order ends (filled, canceled, expired, rejected by the matcher) the
    unused rest of its hold is released to available.
+4. A cancel-replace's new order may be funded partly by the old order's hold
+   (`take_replace_hold`): what available lacks is *pledged* from the old hold, and
+   moves into the new hold when the old order's end is settled, in the same step in
+   which the rest of the old hold is released (HoldReleased of the old order's whole
+   remainder, then HoldTaken of the pledged part for the new one).
+
+Deposits and withdrawals with a non-empty request id are applied once: the ids of
+applied transfers are part of the state (snapshots, hash), a repeat is refused.
 
 Available and locked never go negative: a trade that would overdraw a hold is a bug
 and raises `StateError`.
@@ -38,6 +46,7 @@ from pipeline.core.markets import MAX_AMOUNT, PPM, Market, fee_for, worst_case_f
 from pipeline.core.messages import (
     NO_BUDGET,
     BalanceChanged,
+    CancelReplace,
     Deposit,
     Event,
     FeeCharged,
@@ -71,10 +80,12 @@ class Balance:
 class OrderHold:
     """The funds an order still holds, and the fees it has been charged so far."""
 
-    __slots__ = ("account_id", "asset", "fee_charged", "fee_scaled", "order_id", "remaining", "symbol")
+    __slots__ = ("account_id", "asset", "fee_charged", "fee_scaled", "filled_lots", "order_id", "pledge",
+                 "pledge_order_id", "remaining", "symbol")
 
     def __init__(self, account_id: int, symbol: str, order_id: int, asset: str, remaining: int,
-                 fee_scaled: int = 0, fee_charged: int = 0) -> None:
+                 fee_scaled: int = 0, fee_charged: int = 0, filled_lots: int = 0, pledge_order_id: int = 0,
+                 pledge: int = 0) -> None:
         self.account_id = account_id
         self.symbol = symbol
         self.order_id = order_id
@@ -82,6 +93,9 @@ class OrderHold:
         self.remaining = remaining
         self.fee_scaled = fee_scaled  # sum of notional x fee ppm over the order's fills
         self.fee_charged = fee_charged  # minimal units charged: ceil(fee_scaled / PPM)
+        self.filled_lots = filled_lots  # lots of the order's settled trades
+        self.pledge_order_id = pledge_order_id  # a cancel-replace's new order funded by this hold (0: none)
+        self.pledge = pledge  # how much of `remaining` goes to that order when this one ends
 
     def charge_fee(self, notional: int, fee_ppm: int) -> int:
         """The fee for one more fill, so that the order's total stays ceil(sum / PPM)."""
@@ -106,14 +120,21 @@ class HoldState(msgspec.Struct, frozen=True, array_like=True):
     remaining: int
     fee_scaled: int
     fee_charged: int
+    filled_lots: int = 0
+    pledge_order_id: int = 0
+    pledge: int = 0
 
 
 class AccountsSnapshot(msgspec.Struct, frozen=True, array_like=True):
-    """All balances and holds as data, sorted, so equal states encode equally."""
+    """All balances and holds as data, sorted, so equal states encode equally.
+
+    `requests`: the request ids of applied deposits and withdrawals, sorted.
+    """
 
     fee_account_id: int
     balances: list[BalanceState]
     holds: list[HoldState]
+    requests: list[str] = msgspec.field(default_factory=list)
 
 
 class Accounts:
@@ -126,6 +147,25 @@ class Accounts:
             m.quote_asset.symbol for m in markets.values()}
         self._balances: dict[int, dict[str, Balance]] = {}
         self._holds: dict[tuple[str, int], OrderHold] = {}
+        self._requests: set[str] = set()
+        # With `track_changes()`: the balances and holds changed since `drain_changes()`.
+        self._changed_balances: dict[tuple[int, str], None] | None = None
+        self._changed_holds: dict[tuple[str, int], None] | None = None
+
+    # ---------------------------------------------------------------- changes
+
+    def track_changes(self) -> None:
+        """Remember which balances and holds change, for `drain_changes` (off by default)."""
+        self._changed_balances = {}
+        self._changed_holds = {}
+
+    def drain_changes(self) -> tuple[list[tuple[int, str]], list[tuple[str, int]]]:
+        """(account, asset) balances and (symbol, order id) holds changed since the last call."""
+        balances, holds = self._changed_balances, self._changed_holds
+        if balances is None or holds is None:
+            raise StateError("changes are not tracked: call track_changes() first")
+        self._changed_balances, self._changed_holds = {}, {}
+        return list(balances), list(holds)
 
     # ---------------------------------------------------------------- queries
 
@@ -144,7 +184,12 @@ class Accounts:
         h = self._holds.get((symbol, order_id))
         if h is None:
             return None
-        return HoldState(h.symbol, h.order_id, h.account_id, h.asset, h.remaining, h.fee_scaled, h.fee_charged)
+        return HoldState(h.symbol, h.order_id, h.account_id, h.asset, h.remaining, h.fee_scaled, h.fee_charged,
+                         h.filled_lots, h.pledge_order_id, h.pledge)
+
+    def applied_request(self, request_id: str) -> bool:
+        """Whether a deposit or withdrawal with this (non-empty) request id was applied."""
+        return request_id in self._requests
 
     def total_by_asset(self) -> dict[str, int]:
         """Sum of available + locked of every account (the fee account included) per asset."""
@@ -157,30 +202,36 @@ class Accounts:
     # -------------------------------------------------------- deposits / withdrawals
 
     def deposit(self, cmd: Deposit) -> list[Event]:
-        reason = self._transfer_problem(cmd.asset, cmd.amount)
+        reason = self._transfer_problem(cmd)
         if reason is not None:
             return [_transfer_rejected(cmd, reason)]
         bal = self._balance(cmd.account_id, cmd.asset)
         if bal.available + bal.locked + cmd.amount > MAX_AMOUNT:
             return [_transfer_rejected(cmd, "INVALID_AMOUNT")]
         bal.available += cmd.amount
-        return [self._changed(cmd.ts, cmd.account_id, cmd.asset)]
+        if cmd.request_id:
+            self._requests.add(cmd.request_id)
+        return [self._changed(cmd.ts, cmd.account_id, cmd.asset, cmd.amount)]
 
     def withdraw(self, cmd: Withdraw) -> list[Event]:
         """Take `amount` from available only: held funds cannot be withdrawn."""
-        reason = self._transfer_problem(cmd.asset, cmd.amount)
+        reason = self._transfer_problem(cmd)
         if reason is not None:
             return [_transfer_rejected(cmd, reason)]
         bal = self._balance(cmd.account_id, cmd.asset)
         if bal.available < cmd.amount:
             return [_transfer_rejected(cmd, "INSUFFICIENT_FUNDS")]
         bal.available -= cmd.amount
-        return [self._changed(cmd.ts, cmd.account_id, cmd.asset)]
+        if cmd.request_id:
+            self._requests.add(cmd.request_id)
+        return [self._changed(cmd.ts, cmd.account_id, cmd.asset, -cmd.amount)]
 
-    def _transfer_problem(self, asset: str, amount: int) -> RejectReason | None:
-        if asset not in self.assets:
+    def _transfer_problem(self, cmd: Deposit | Withdraw) -> RejectReason | None:
+        if cmd.request_id and cmd.request_id in self._requests:
+            return "DUPLICATE_REQUEST_ID"
+        if cmd.asset not in self.assets:
             return "UNKNOWN_ASSET"
-        if not 0 < amount <= MAX_AMOUNT:
+        if not 0 < cmd.amount <= MAX_AMOUNT:
             return "INVALID_AMOUNT"
         return None
 
@@ -188,14 +239,39 @@ class Accounts:
 
     def take_hold(self, order: PlaceOrder) -> tuple[PlaceOrder | None, list[Event]]:
         """Hold funds for `order`: the order with `hold` (and budgets) set, or None and a rejection."""
+        held, events, _ = self._take_hold(order, None)
+        return held, events
+
+    def take_replace_hold(self, command: CancelReplace) -> tuple[CancelReplace | None, list[Event]]:
+        """Hold funds for a cancel-replace's new order, counting the old order's hold toward it.
+
+        What available lacks is pledged from the old order's hold (same account and asset,
+        named by order id, not already pledged to a replacement still holding funds): the
+        command comes back with `old_hold_used` and `old_filled_lots` set, for the matcher.
+        """
+        new = command.new_order
+        old = self._holds.get((command.symbol, command.cancel_order_id)) if command.cancel_order_id else None
+        if old is not None and (old.account_id != new.account_id or old.symbol != new.symbol or (
+                old.pledge_order_id and (old.symbol, old.pledge_order_id) in self._holds)):
+            old = None
+        held, events, used = self._take_hold(new, old)
+        if held is None:
+            return None, events
+        return msgspec.structs.replace(command, new_order=held, old_hold_used=used,
+                                       old_filled_lots=old.filled_lots if used and old is not None else 0), events
+
+    def _take_hold(self, order: PlaceOrder, old: OrderHold | None) -> tuple[PlaceOrder | None, list[Event], int]:
+        """`take_hold`, with the hold of `old` (if it is in the same asset) counting as available."""
         market = self.markets.get(order.symbol)
         if market is None:
-            return None, [_order_rejected(order, "UNKNOWN_SYMBOL")]
+            return None, [_order_rejected(order, "UNKNOWN_SYMBOL")], 0
         if (order.symbol, order.order_id) in self._holds:
-            return None, [_order_rejected(order, "DUPLICATE_ORDER_ID")]
+            return None, [_order_rejected(order, "DUPLICATE_ORDER_ID")], 0
         is_buy = order.side == "BUY"
         asset = market.quote_asset.symbol if is_buy else market.base_asset.symbol
         bal = self._balance(order.account_id, asset)
+        credit = old.remaining if old is not None and old.asset == asset else 0
+        funds = bal.available + credit
         quote_budget = base_budget = NO_BUDGET
         if order.order_type != "MARKET":
             if is_buy:
@@ -208,93 +284,148 @@ class Accounts:
             quote_budget = order.quote_qty
             amount = quote_budget + worst_case_fee(quote_budget, market.taker_fee_ppm)
         elif is_buy:
-            amount = bal.available
+            amount = funds
             quote_budget = max_notional_within(amount, market.taker_fee_ppm)
             if quote_budget <= 0:
                 amount = 0  # nothing affordable: rejected below
         elif order.quote_qty > 0:
-            base_budget = min(bal.available // market.base_per_lot, market.max_qty_lots)
+            base_budget = min(funds // market.base_per_lot, market.max_qty_lots)
             amount = base_budget * market.base_per_lot
         else:
             amount = market.base_amount(order.qty_lots)
-        if amount <= 0 or amount > bal.available:
-            return None, [_order_rejected(order, "INSUFFICIENT_FUNDS")]
-        bal.available -= amount
-        bal.locked += amount
+        if amount <= 0 or amount > funds:
+            return None, [_order_rejected(order, "INSUFFICIENT_FUNDS")], 0
+        used = amount - bal.available if amount > bal.available else 0  # pledged from `old`'s hold
+        taken = amount - used
+        bal.available -= taken
+        bal.locked += taken
         self._holds[(order.symbol, order.order_id)] = OrderHold(
-            order.account_id, order.symbol, order.order_id, asset, amount)
+            order.account_id, order.symbol, order.order_id, asset, taken)
+        changed_holds = self._changed_holds
+        if changed_holds is not None:
+            changed_holds[(order.symbol, order.order_id)] = None
+        if used and old is not None:
+            old.pledge_order_id = order.order_id
+            old.pledge = used
+            if changed_holds is not None:
+                changed_holds[(old.symbol, old.order_id)] = None
         held = msgspec.structs.replace(order, hold=amount, quote_budget=quote_budget,
                                        base_budget_lots=base_budget)
         return held, [
-            HoldTaken(ts=order.ts, account_id=order.account_id, symbol=order.symbol,
-                      order_id=order.order_id, asset=asset, amount=amount),
+            HoldTaken(order.ts, order.account_id, order.symbol, order.order_id, asset, taken),
             self._changed(order.ts, order.account_id, asset),
-        ]
+        ], used
 
     # ------------------------------------------------------------- settlement
 
     def settle(self, event: Event) -> list[Event]:
         """Apply one matcher event: settle a trade or release an ended order's hold."""
-        if isinstance(event, TradeExecuted):
-            return self.settle_trade(event)
-        if isinstance(event, OrderFilled | OrderCanceled | OrderExpired | OrderRejected):
-            return self.release(event.ts, event.symbol, event.order_id)
+        kind = type(event)
+        if kind is TradeExecuted:
+            return self.settle_trade(event)  # type: ignore[arg-type]
+        if kind in _ENDS:
+            return self.release(event.ts, event.symbol, event.order_id)  # type: ignore[union-attr]
         return []
 
     def settle_trade(self, trade: TradeExecuted) -> list[Event]:
         """Move funds for one trade between the buyer's and the seller's holds and balances."""
-        market = self.markets[trade.symbol]
+        symbol = trade.symbol
+        market = self.markets[symbol]
         quote_asset, base_asset = market.quote_asset.symbol, market.base_asset.symbol
-        taker_buys = trade.taker_side == "BUY"
-        buy_id, sell_id = ((trade.taker_order_id, trade.maker_order_id) if taker_buys
-                           else (trade.maker_order_id, trade.taker_order_id))
-        buyer_ppm, seller_ppm = ((market.taker_fee_ppm, market.maker_fee_ppm) if taker_buys
-                                 else (market.maker_fee_ppm, market.taker_fee_ppm))
+        maker_id = trade.maker_order_id
+        if trade.taker_side == "BUY":
+            buy_id, sell_id = trade.taker_order_id, maker_id
+            buyer_ppm, seller_ppm = market.taker_fee_ppm, market.maker_fee_ppm
+        else:
+            buy_id, sell_id = maker_id, trade.taker_order_id
+            buyer_ppm, seller_ppm = market.maker_fee_ppm, market.taker_fee_ppm
         notional = trade.quote_amount
-        base = market.base_amount(trade.qty_lots)
-        buy_hold = self._hold(trade.symbol, buy_id)
-        sell_hold = self._hold(trade.symbol, sell_id)
+        lots = trade.qty_lots
+        base = lots * market.base_per_lot
+        holds = self._holds
+        buy_hold = holds.get((symbol, buy_id)) or self._hold(symbol, buy_id)
+        sell_hold = holds.get((symbol, sell_id)) or self._hold(symbol, sell_id)
         buyer_fee = buy_hold.charge_fee(notional, buyer_ppm)
         seller_fee = sell_hold.charge_fee(notional, seller_ppm)
+        buy_hold.filled_lots += lots
+        sell_hold.filled_lots += lots
         buyer, seller = buy_hold.account_id, sell_hold.account_id
 
         self._spend(buy_hold, notional + buyer_fee)
-        self._balance(buyer, base_asset).available += base
+        buyer_base = self._balance(buyer, base_asset)
+        buyer_base.available += base
         self._spend(sell_hold, base)
-        self._balance(seller, quote_asset).available += notional - seller_fee
-        self._balance(self.fee_account_id, quote_asset).available += buyer_fee + seller_fee
+        seller_quote = self._balance(seller, quote_asset)
+        seller_quote.available += notional - seller_fee
+        fee_account = self.fee_account_id
+        fee_quote = self._balance(fee_account, quote_asset)
+        fee_quote.available += buyer_fee + seller_fee
+        changed_holds = self._changed_holds
+        if changed_holds is not None:
+            changed_holds[(symbol, buy_id)] = None
+            changed_holds[(symbol, sell_id)] = None
 
         ts = trade.ts
-        events: list[Event] = [FundsSettled(
-            ts=ts, symbol=trade.symbol, trade_id=trade.trade_id, buyer_account_id=buyer,
-            seller_account_id=seller, base_asset=base_asset, quote_asset=quote_asset, base_amount=base,
-            quote_amount=notional, buyer_fee=buyer_fee, seller_fee=seller_fee)]
-        for hold, fee in ((buy_hold, buyer_fee), (sell_hold, seller_fee)):
-            if fee:
-                events.append(FeeCharged(ts=ts, account_id=hold.account_id, symbol=trade.symbol,
-                                         order_id=hold.order_id, trade_id=trade.trade_id,
-                                         asset=quote_asset, amount=fee,
-                                         is_maker=hold.order_id == trade.maker_order_id))
+        trade_id = trade.trade_id
+        events: list[Event] = [FundsSettled(ts, symbol, trade_id, buyer, seller, base_asset, quote_asset, base,
+                                            notional, buyer_fee, seller_fee)]
+        if buyer_fee:
+            events.append(FeeCharged(ts, buyer, symbol, buy_id, trade_id, quote_asset, buyer_fee,
+                                     buy_id == maker_id))
+        if seller_fee:
+            events.append(FeeCharged(ts, seller, symbol, sell_id, trade_id, quote_asset, seller_fee,
+                                     sell_id == maker_id))
+        if buyer != seller and fee_account != buyer and fee_account != seller:
+            # the five balances a trade touches, all different (`_changed` of each, inlined)
+            buyer_quote = self._balance(buyer, quote_asset)
+            seller_base = self._balance(seller, base_asset)
+            events += (
+                BalanceChanged(ts, buyer, quote_asset, buyer_quote.available, buyer_quote.locked),
+                BalanceChanged(ts, buyer, base_asset, buyer_base.available, buyer_base.locked),
+                BalanceChanged(ts, seller, base_asset, seller_base.available, seller_base.locked),
+                BalanceChanged(ts, seller, quote_asset, seller_quote.available, seller_quote.locked),
+                BalanceChanged(ts, fee_account, quote_asset, fee_quote.available, fee_quote.locked),
+            )
+            changed_balances = self._changed_balances
+            if changed_balances is not None:
+                changed_balances[(buyer, quote_asset)] = None
+                changed_balances[(buyer, base_asset)] = None
+                changed_balances[(seller, base_asset)] = None
+                changed_balances[(seller, quote_asset)] = None
+                changed_balances[(fee_account, quote_asset)] = None
+            return events
         touched = dict.fromkeys([(buyer, quote_asset), (buyer, base_asset), (seller, base_asset),
-                                 (seller, quote_asset), (self.fee_account_id, quote_asset)])
+                                 (seller, quote_asset), (fee_account, quote_asset)])
         events.extend(self._changed(ts, account, asset) for account, asset in touched)
         return events
 
     def release(self, ts: int, symbol: str, order_id: int) -> list[Event]:
         """Return what an ended order still holds to available (nothing if it holds nothing)."""
         hold = self._holds.pop((symbol, order_id), None)
-        if hold is None or hold.remaining == 0:
+        if hold is None:
+            return []
+        if self._changed_holds is not None:
+            self._changed_holds[(symbol, order_id)] = None
+        if hold.remaining == 0:
             return []
         bal = self._balance(hold.account_id, hold.asset)
         if bal.locked < hold.remaining:
             raise StateError(f"locked {bal.locked} < hold {hold.remaining} of order {symbol}/{order_id}")
-        bal.locked -= hold.remaining
-        bal.available += hold.remaining
-        return [
-            HoldReleased(ts=ts, account_id=hold.account_id, symbol=symbol, order_id=order_id,
-                         asset=hold.asset, amount=hold.remaining),
-            self._changed(ts, hold.account_id, hold.asset),
-        ]
+        events: list[Event] = [HoldReleased(ts, hold.account_id, symbol, order_id, hold.asset, hold.remaining)]
+        moved = 0
+        if hold.pledge_order_id:  # a cancel-replace's new order is funded partly by this hold
+            target = self._holds.get((symbol, hold.pledge_order_id))
+            if target is not None and target.account_id == hold.account_id and target.asset == hold.asset:
+                moved = min(hold.pledge, hold.remaining)
+                target.remaining += moved
+                if self._changed_holds is not None:
+                    self._changed_holds[(symbol, target.order_id)] = None
+                events.append(HoldTaken(ts=ts, account_id=hold.account_id, symbol=symbol,
+                                        order_id=target.order_id, asset=hold.asset, amount=moved))
+        bal.locked -= hold.remaining - moved
+        bal.available += hold.remaining - moved
+        events.append(self._changed(ts, hold.account_id, hold.asset))
+        return events
 
     # --------------------------------------------------------------- internals
 
@@ -320,9 +451,14 @@ class Accounts:
         hold.remaining -= amount
         bal.locked -= amount
 
-    def _changed(self, ts: int, account_id: int, asset: str) -> BalanceChanged:
-        available, locked = self.balance(account_id, asset)
-        return BalanceChanged(ts=ts, account_id=account_id, asset=asset, available=available, locked=locked)
+    def _changed(self, ts: int, account_id: int, asset: str, transfer: int = 0) -> BalanceChanged:
+        if self._changed_balances is not None:
+            self._changed_balances[(account_id, asset)] = None
+        balances = self._balances.get(account_id)
+        bal = None if balances is None else balances.get(asset)
+        if bal is None:
+            return BalanceChanged(ts, account_id, asset, 0, 0, transfer)
+        return BalanceChanged(ts, account_id, asset, bal.available, bal.locked, transfer)
 
     # ---------------------------------------------------- state and snapshots
 
@@ -331,8 +467,9 @@ class Accounts:
                     for account, assets in sorted(self._balances.items())
                     for asset, bal in sorted(assets.items())]
         holds = [HoldState(h.symbol, h.order_id, h.account_id, h.asset, h.remaining, h.fee_scaled,
-                           h.fee_charged) for _, h in sorted(self._holds.items())]
-        return AccountsSnapshot(self.fee_account_id, balances, holds)
+                           h.fee_charged, h.filled_lots, h.pledge_order_id, h.pledge)
+                 for _, h in sorted(self._holds.items())]
+        return AccountsSnapshot(self.fee_account_id, balances, holds, sorted(self._requests))
 
     @classmethod
     def restore(cls, markets: Mapping[str, Market], snapshot: AccountsSnapshot) -> Accounts:
@@ -341,7 +478,9 @@ class Accounts:
             accounts._balances.setdefault(b.account_id, {})[b.asset] = Balance(b.available, b.locked)
         for h in snapshot.holds:
             accounts._holds[(h.symbol, h.order_id)] = OrderHold(
-                h.account_id, h.symbol, h.order_id, h.asset, h.remaining, h.fee_scaled, h.fee_charged)
+                h.account_id, h.symbol, h.order_id, h.asset, h.remaining, h.fee_scaled, h.fee_charged,
+                h.filled_lots, h.pledge_order_id, h.pledge)
+        accounts._requests = set(snapshot.requests)
         return accounts
 
     def state_hash(self) -> str:
@@ -372,6 +511,10 @@ def max_notional_within(funds: int, fee_ppm: int) -> int:
     while notional + 1 + worst_case_fee(notional + 1, fee_ppm) <= funds:
         notional += 1
     return notional
+
+
+_ENDS = frozenset([OrderFilled, OrderCanceled, OrderExpired, OrderRejected])
+"""Matcher events that end an order (its hold is released)."""
 
 
 def _order_rejected(order: PlaceOrder, reason: RejectReason) -> OrderRejected:

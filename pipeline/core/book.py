@@ -275,6 +275,34 @@ class OrderBook:
             out.append((key[0], key[1], 0 if now is None else now.total))
         return out
 
+    def drain_sides(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
+        """`drain_changes` split by side: (bids, asks) as (price ticks, total lots now), or None.
+
+        The same levels in the same order as `drain_changes` (the match agent's hot path).
+        """
+        changed = self.changed
+        if not changed:
+            return None
+        self.changed = {}
+        bid_levels, ask_levels = self.bids, self.asks
+        bids: list[tuple[int, int]] = []
+        asks: list[tuple[int, int]] = []
+        seen: set[tuple[bool, int]] | None = set() if len(changed) > 1 else None
+        for level in changed:
+            is_buy, price = level.is_buy, level.price
+            if seen is not None:
+                key = (is_buy, price)
+                if key in seen:  # emptied and re-created since the last drain: report it once
+                    continue
+                seen.add(key)
+            if is_buy:
+                now = bid_levels.get(price)
+                bids.append((price, 0 if now is None else now.total))
+            else:
+                now = ask_levels.get(price)
+                asks.append((price, 0 if now is None else now.total))
+        return bids, asks
+
     # ------------------------------------------------------------------ queries
 
     def get(self, order_id: int) -> RestingOrder | None:

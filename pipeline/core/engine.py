@@ -24,8 +24,10 @@ Rules (Binance Spot semantics):
 - CancelReplace is STOP_ON_FAILURE and atomic. Checked in this order, each failure
   changing nothing: the new order's filters (its OrderRejected), the old order
   (CancelRejected UNKNOWN_ORDER + the new order's OrderRejected CANCEL_REPLACE_FAILED),
-  the new order's ids (DUPLICATE_...). Otherwise the old order is canceled and the
-  new one placed in the same step (a LIMIT_MAKER may then still be rejected WOULD_TAKE).
+  the new order's ids (DUPLICATE_...), the funds pledged from the old order's hold (refused
+  INSUFFICIENT_FUNDS if the old order traded since risk pledged them: `old_filled_lots`).
+  Otherwise the old order is canceled and the new one placed in the same step (a
+  LIMIT_MAKER may then still be rejected WOULD_TAKE).
 """
 
 from __future__ import annotations
@@ -152,6 +154,10 @@ class MatchingEngine:
 
     def book(self, symbol: str) -> OrderBook:
         return self._states[symbol].book
+
+    def books(self) -> dict[str, OrderBook]:
+        """Every market's book, by symbol (as they are now: a restore replaces them)."""
+        return {symbol: state.book for symbol, state in self._states.items()}
 
     def open_orders(self, symbol: str) -> list[OpenOrder]:
         """Resting orders of a market in priority order (bids, then asks)."""
@@ -294,6 +300,9 @@ class MatchingEngine:
         reason = _id_conflict(state, new)
         if reason is not None:
             return [_rejected(new, reason)]
+        if cmd.old_hold_used and old.qty - old.remaining != cmd.old_filled_lots:
+            # the old order traded after risk counted its hold toward the new one: it may no longer cover it
+            return [_rejected(new, "INSUFFICIENT_FUNDS")]
         events: list[Event] = [_cancel_order(state, old, cmd.ts)]
         _execute(state, new, events)
         return events

@@ -66,10 +66,16 @@ class ExchangeCore:
             reason = self._validate(new)
             if reason is not None:
                 return [_rejected(new, reason)]
-            held, events = self.accounts.take_hold(new)
-            if held is None:
-                return events
-            command = held if isinstance(command, PlaceOrder) else _with_new_order(command, held)
+            if isinstance(command, PlaceOrder):
+                held, events = self.accounts.take_hold(command)
+                if held is None:
+                    return events
+                command = held
+            else:
+                replace, events = self.accounts.take_replace_hold(command)
+                if replace is None:
+                    return events
+                command = replace
         for event in self.matcher.process(command):
             events.append(event)
             events.extend(self.accounts.settle(event))
@@ -86,8 +92,3 @@ def _rejected(order: PlaceOrder, reason: RejectReason) -> OrderRejected:
     return OrderRejected(ts=order.ts, symbol=order.symbol, order_id=order.order_id,
                          client_order_id=order.client_order_id, account_id=order.account_id, reason=reason)
 
-
-def _with_new_order(command: CancelReplace, new_order: PlaceOrder) -> CancelReplace:
-    return CancelReplace(ts=command.ts, account_id=command.account_id, symbol=command.symbol,
-                         new_order=new_order, cancel_order_id=command.cancel_order_id,
-                         cancel_client_order_id=command.cancel_client_order_id)

@@ -47,6 +47,7 @@ RejectReason = Literal[
     "CANCEL_REPLACE_FAILED",
     "UNKNOWN_ASSET",
     "INVALID_AMOUNT",
+    "DUPLICATE_REQUEST_ID",
 ]
 
 BINANCE_ERRORS: Final[dict[str, tuple[int, str]]] = {
@@ -66,6 +67,7 @@ BINANCE_ERRORS: Final[dict[str, tuple[int, str]]] = {
     "CANCEL_REPLACE_FAILED": (-2021, "Order cancel-replace partially failed."),
     "UNKNOWN_ASSET": (-1100, "Illegal characters found in parameter 'asset'."),
     "INVALID_AMOUNT": (-1013, "Invalid amount."),
+    "DUPLICATE_REQUEST_ID": (-2010, "Duplicate request sent."),
 }
 """Binance Spot error code and message for each rejection reason (used by the API)."""
 
@@ -125,7 +127,12 @@ class CancelReplace(Message, frozen=True, gc=False):
     """Cancel an open order and place `new_order` in one atomic step (STOP_ON_FAILURE).
 
     If the cancel fails the new order is rejected with CANCEL_REPLACE_FAILED and
-    nothing changes. The new order's hold is taken by the risk stage like any order.
+    nothing changes. The new order's hold is taken by the risk stage like any order,
+    except that the old order's hold counts toward it (the old one is released in the
+    same step): risk sets `old_hold_used`, the part of the new hold that the old
+    order's hold provides, and `old_filled_lots`, the old order's filled lots its hold
+    reflected. The matcher refuses the replacement (INSUFFICIENT_FUNDS, nothing changes)
+    if the old order traded after that, since its hold may then no longer cover it.
     """
 
     ts: int
@@ -134,6 +141,8 @@ class CancelReplace(Message, frozen=True, gc=False):
     new_order: PlaceOrder
     cancel_order_id: int = 0
     cancel_client_order_id: str = ""
+    old_hold_used: int = 0
+    old_filled_lots: int = 0
 
 
 class SetMarketStatus(Message, frozen=True, gc=False):
@@ -145,7 +154,11 @@ class SetMarketStatus(Message, frozen=True, gc=False):
 
 
 class Deposit(Message, frozen=True, gc=False):
-    """Credit `amount` minimal units of `asset` (admin faucet / funding)."""
+    """Credit `amount` minimal units of `asset` (admin faucet / funding).
+
+    A non-empty `request_id` makes it idempotent: once a deposit or withdrawal with that id
+    was applied, a repeat is refused (TransferRejected DUPLICATE_REQUEST_ID) and changes nothing.
+    """
 
     ts: int
     account_id: int
@@ -155,7 +168,10 @@ class Deposit(Message, frozen=True, gc=False):
 
 
 class Withdraw(Message, frozen=True, gc=False):
-    """Debit `amount` minimal units of `asset` from the available (never held) balance."""
+    """Debit `amount` minimal units of `asset` from the available (never held) balance.
+
+    Idempotent by a non-empty `request_id`, like `Deposit`.
+    """
 
     ts: int
     account_id: int
@@ -329,13 +345,18 @@ class FeeCharged(Message, frozen=True, gc=False):
 
 
 class BalanceChanged(Message, frozen=True, gc=False):
-    """The new balance of one account in one asset after an operation."""
+    """The new balance of one account in one asset after an operation.
+
+    `transfer` is the deposit (+) or withdrawal (-) that caused it, 0 for any other
+    change (publish turns a non-zero one into Binance's `balanceUpdate`).
+    """
 
     ts: int
     account_id: int
     asset: str
     available: int
     locked: int
+    transfer: int = 0
 
 
 class TransferRejected(Message, frozen=True, gc=False):

@@ -149,6 +149,8 @@ class ReferenceMatcher:
         reason = self.id_conflict(m, new)
         if reason is not None:
             return [reject(new, reason)]
+        if cmd.old_hold_used > 0 and old.qty - old.remaining != cmd.old_filled_lots:
+            return [reject(new, "INSUFFICIENT_FUNDS")]
         return [self.end_resting(m, old, cmd.ts, "CANCELED"), *self.execute(m, new)]
 
     def set_status(self, cmd: SetMarketStatus) -> list[Event]:

@@ -54,10 +54,15 @@ class Table(Generic[K, V]):
 
     # -- partition management (runtime only) ---------------------------------
 
-    async def restore(self, transport: Transport, partition: int, batch: int = 5000) -> int:
-        """Rebuild one partition from its changelog; returns the number of entries applied."""
-        data: dict[K, V] = {}
-        stream, after, applied = self.changelog_stream(partition), "0-0", 0
+    async def restore(self, transport: Transport, partition: int, batch: int = 5000, *,
+                      base: dict[K, V] | None = None, after: str = "0-0") -> int:
+        """Rebuild one partition from its changelog; returns the number of entries applied.
+
+        With `base` (a snapshot's contents) and `after` (the changelog entry it reflects),
+        only the changelog's tail after that entry is applied on top of `base`.
+        """
+        data: dict[K, V] = {} if base is None else base
+        stream, applied = self.changelog_stream(partition), 0
         while entries := await transport.read_range(stream, after, batch):
             for _, raw in entries:
                 changes = self._decoder.decode(raw)
@@ -70,6 +75,14 @@ class Table(Generic[K, V]):
             after = entries[-1][0]
         self._parts[partition] = data
         return applied
+
+    def encode_items(self, items: Iterable[tuple[K, V]]) -> bytes:
+        """Keys and values as one msgpack array of changelog entries (for snapshots)."""
+        return self._encoder.encode([Change(key, value) for key, value in items])
+
+    def decode_items(self, raw: bytes) -> dict[K, V]:
+        """The inverse of `encode_items`, typed by the table's key and value types."""
+        return {c.key: c.value for c in self._decoder.decode(raw) if not c.deleted}  # type: ignore[misc]
 
     def drop(self, partition: int) -> None:
         """Forget a partition this worker no longer owns."""

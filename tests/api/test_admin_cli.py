@@ -6,6 +6,7 @@ import msgspec
 import pytest
 import redis
 
+from api.accounts import default_box
 from infra.cli import main
 from pipeline.batching import BatchDecoder
 from pipeline.core.messages import Command, Deposit, SetMarketStatus
@@ -40,6 +41,7 @@ def test_admin_commands(redis_flush: str, monkeypatch: pytest.MonkeyPatch,
         assert msgspec.structs.astuple(commands[0])[1:4] == (1, "USDT", 25_050_000_000)
         assert client.get("market:status:BTCUSDT") == b"HALT"
         assert not client.exists(f"apikey:{second['api key']}")
-        assert client.hget(f"apikey:{created['api key']}", "secret") == created["secret"].encode()
+        stored = client.hget(f"apikey:{created['api key']}", "secret").decode()  # sealed with the server key
+        assert stored.startswith("v1:") and default_box().open(stored, created["api key"]) == created["secret"]
     finally:
         client.close()

@@ -73,7 +73,7 @@ def ws_signed(key: NewKey, params: dict[str, Any], *, secret: str | None = None)
 @contextlib.asynccontextmanager
 async def served(redis_url: str, config: ApiConfig | None = None) -> AsyncIterator[Served]:
     exchange, transport, app = await start_api(redis_url, config=config or ApiConfig(
-        result_timeout_s=5.0, lookup_wait_s=1.0, weight_per_minute=0))
+        result_timeout_s=5.0, lookup_wait_s=1.0, weight_per_minute=0, ws_messages_per_second=0))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     serving = asyncio.create_task(server.serve())

@@ -98,3 +98,23 @@ def test_changes_stay_bounded_when_nobody_drains() -> None:
     sides: dict[bool, dict[int, int]] = {True: {}, False: {}}
     apply_drain(book, sides)
     assert sides == depth_of(book)
+
+
+@pytest.mark.parametrize("every", [1, 7])
+def test_drain_sides_reports_what_drain_changes_does(every: int) -> None:
+    """The match agent's `drain_sides` = `drain_changes` split by side, order kept."""
+    markets = sample_markets()
+    engines = (MatchingEngine(markets, POLICY), MatchingEngine(markets, POLICY))
+    for step, command in enumerate(Flow(seed=3, mid=100, spread=6).commands(3000)):
+        if not isinstance(command, ENGINE_COMMANDS):
+            continue
+        for engine in engines:
+            engine.process(command)
+        if step % every:
+            continue
+        for symbol in SYMBOLS:
+            changes = engines[0].book(symbol).drain_changes()
+            sides = engines[1].book(symbol).drain_sides()
+            bids = [(price, total) for is_buy, price, total in changes if is_buy]
+            asks = [(price, total) for is_buy, price, total in changes if not is_buy]
+            assert sides == ((bids, asks) if changes else None)

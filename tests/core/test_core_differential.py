@@ -107,12 +107,14 @@ class Flow:
             return CancelReplace(ts=self.ts, account_id=target[0], symbol=target[1], new_order=new,
                                  cancel_order_id=target[2] if rng.random() < 0.7 else 0,
                                  cancel_client_order_id=target[3])
+        # some transfers carry a request id from a small pool: repeats are refused (applied once)
+        request = f"r{rng.randrange(40)}" if rng.random() < 0.3 else ""
         if roll < 0.96:
             return Deposit(ts=self.ts, account_id=account, asset=rng.choice(("USD", "TST", "OTH")),
-                           amount=rng.randint(1, 5_000))
+                           amount=rng.randint(1, 5_000), request_id=request)
         if roll < 0.995:
             return Withdraw(ts=self.ts, account_id=account, asset=rng.choice(("USD", "TST", "OTH")),
-                            amount=rng.randint(1, 5_000))
+                            amount=rng.randint(1, 5_000), request_id=request)
         return SetMarketStatus(ts=self.ts, symbol=symbol, status="HALT" if rng.random() < 0.1 else "TRADING")
 
 

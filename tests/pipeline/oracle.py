@@ -67,14 +67,16 @@ class StagedOracle:
             if reason is not None:
                 self.orders_rejected.append(rejected(order, reason))
                 return
-            held, events = self.accounts.take_hold(order)
+            held: PlaceOrder | CancelReplace | None
+            if isinstance(command, PlaceOrder):
+                held, events = self.accounts.take_hold(command)
+            else:
+                held, events = self.accounts.take_replace_hold(command)
             self.orders_rejected.extend(e for e in events if isinstance(e, OrderRejected))
             self.accounts_events.extend(e for e in events if not isinstance(e, OrderRejected))
             if held is None:
                 return
-            command = held if isinstance(command, PlaceOrder) else CancelReplace(
-                ts=command.ts, account_id=command.account_id, symbol=command.symbol, new_order=held,
-                cancel_order_id=command.cancel_order_id, cancel_client_order_id=command.cancel_client_order_id)
+            command = held
         for event in self.engine.process(command):
             self.orders_events.append(event)
             if touched_holds(event):

@@ -35,7 +35,7 @@ async def topic_values(exchange: Exchange, name: str) -> list[Any]:
 
 
 async def run_pipeline(transport: Transport, markets: dict[str, Market], commands: list[Any]) -> Exchange:
-    exchange = build_exchange(transport, markets=markets)
+    exchange = build_exchange(transport, markets=markets, clock=lambda: 0)  # publish clock ticks: no-ops
     await exchange.app.start()
     await exchange.app.wait_running()
     for start in range(0, len(commands), 500):
@@ -56,7 +56,8 @@ def pipeline_accounts(exchange: Exchange, markets: dict[str, Market]) -> Account
     shared = exchange.accounts[0]
     return Accounts.restore(markets, AccountsSnapshot(
         0, sorted(shared.balances.partition(0).values(), key=lambda b: (b.account_id, b.asset)),
-        sorted(shared.holds.partition(0).values(), key=lambda h: (h.symbol, h.order_id))))
+        sorted(shared.holds.partition(0).values(), key=lambda h: (h.symbol, h.order_id)),
+        sorted(shared.requests.partition(0)) if shared.requests is not None else []))
 
 
 async def test_pipeline_output_equals_the_pure_core(transport: Transport, markets: dict[str, Market]) -> None:

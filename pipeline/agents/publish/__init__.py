@@ -2,7 +2,9 @@
 
 Inputs (one agent, co-partitioned): ``orders.events`` (the matcher's order events and
 `BookChanged`), ``orders.rejected`` (refused by validate or risk) and ``accounts.events``
-(`BalanceChanged`; other account events are ignored). Outputs, read-model writes and
+(`BalanceChanged`; other account events are ignored), plus ``publish.clock``
+(`ClockTick`, sent every few seconds by the process running publish: it moves the
+24h windows when no trade happens). Outputs, read-model writes and
 publish's table changelogs commit in one atomic step with the input offsets, so a
 client reading a read model sees the state after some whole batch, never half of one.
 
@@ -23,13 +25,16 @@ Output topics (msgpack messages, see `pipeline.agents.publish.messages`):
   The stream itself is the recent-trades history (entries carry several messages;
   filter by symbol); older history is in PostgreSQL.
 - ``market.tickers`` (key symbol) `Ticker`: rolling 24h statistics, once per batch
-  with trades in that market.
+  with trades in that market, and when a clock tick moved the window past a minute
+  with trades (then ``close_ts`` is the tick's time; an empty window has zero volume
+  and the last trade's price).
 - ``market.candles`` (key symbol) `Candle`: per batch with trades, every candle the
   batch touched for 1s, 1m, 5m, 15m, 1h, 4h and 1d (a candle that a later trade
   closed comes once more with ``closed=True``).
 - ``user.events`` (key account_id) `OrderUpdate` (executionReport: NEW, TRADE for each
   fill of each side, CANCELED, EXPIRED, TRADE_PREVENTION, REJECTED), `AccountUpdate`
-  (the balances a batch changed, one per account per batch) and `CancelRejected`
+  (the balances a batch changed, one per account per batch), `BalanceDelta` (a deposit
+  or withdrawal: Binance's balanceUpdate) and `CancelRejected`
   (a cancel that found no open order). Order reports keep the order's event order;
   balance updates may interleave differently with order reports from run to run
   (they come from another input stream).
@@ -46,8 +51,9 @@ Redis read models (keys and encodings; the API's contract):
 - ``ticker:{SYMBOL}``: hash of `Ticker` fields (``ts``, ``open_ts``, ``close_ts``,
   ``open_ticks``, ``high_ticks``, ``low_ticks``, ``last_ticks``, ``last_qty_lots``,
   ``volume_lots``, ``quote_volume``, ``trades``, ``first_trade_id``,
-  ``last_trade_id``), decimal strings. Only changes when trades happen: a reader
-  should treat ``close_ts`` older than 24h as "no trades in the window".
+  ``last_trade_id``), decimal strings. Rolling: it changes with trades and when
+  the window (whole minutes) moves past old trades, within publish's clock period
+  (5 s); a reader may still treat ``close_ts`` older than 24h as "no trades".
 - ``candles:{SYMBOL}:{interval}``: sorted set, score = open time in *milliseconds*,
   member = JSON `Candle` (one member per window; replaced as it grows). Keeps the
   windows that opened within the last 1000 intervals before the newest one (at most

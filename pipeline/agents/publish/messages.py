@@ -214,6 +214,15 @@ class MarketCursor(msgspec.Struct, frozen=True, array_like=True, gc=False):
     bbo: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
+class BalanceDelta(Message, frozen=True, gc=False):
+    """A deposit (+) or withdrawal (-) of `delta` minimal units of `asset` (Binance `balanceUpdate`)."""
+
+    ts: int
+    account_id: int
+    asset: str
+    delta: int
+
+
 MarketData = DepthUpdate | BookTicker | Trade | Candle | Ticker
-UserEvent = OrderUpdate | AccountUpdate | CancelRejected
+UserEvent = OrderUpdate | AccountUpdate | CancelRejected | BalanceDelta
 """On ``user.events``; `CancelRejected` (a cancel that found no open order) passes through as is."""

@@ -36,19 +36,30 @@ def report(view: OrderView, ts: int, execution_type: str, **fill: object) -> Ord
     )
 
 
+def _plain(view: OrderView, ts: int, execution_type: str, reject_reason: str | None = None,
+           expire_reason: str | None = None) -> OrderUpdate:
+    """`report` without fill fields, positional (the hot path: several per order)."""
+    return OrderUpdate(ts, view.account_id, view.symbol, view.order_id, view.client_order_id,
+                       execution_type, view.status, view.side, view.order_type,  # type: ignore[arg-type]
+                       view.time_in_force, view.price_ticks, view.qty_lots, view.quote_qty,
+                       reject_reason, expire_reason, 0, 0, 0,  # type: ignore[arg-type]
+                       view.filled_lots, view.filled_quote, 0, "", 0, False, view.created_ts)
+
+
 def accepted(event: OrderAccepted) -> tuple[OrderView, OrderUpdate]:
     """A new order the matcher accepted (status NEW)."""
+    ts = event.ts
     view = OrderView(event.symbol, event.order_id, event.client_order_id, event.account_id, "NEW", event.side,
                      event.order_type, event.time_in_force, event.price_ticks, event.qty_lots, event.quote_qty,
-                     created_ts=event.ts, updated_ts=event.ts)
-    return view, report(view, event.ts, "NEW")
+                     0, 0, 0, 0, "", ts, ts)
+    return view, _plain(view, ts, "NEW")
 
 
 def rejected(event: OrderRejected) -> tuple[OrderView, OrderUpdate]:
     """A refused order (never accepted: the rejection is all that is known of it)."""
     view = OrderView(event.symbol, event.order_id, event.client_order_id, event.account_id, "REJECTED",
                      reason=event.reason, created_ts=event.ts, updated_ts=event.ts)
-    return view, report(view, event.ts, "REJECTED", reject_reason=event.reason)
+    return view, _plain(view, event.ts, "REJECTED", reject_reason=event.reason)
 
 
 def traded(view: OrderView, trade: TradeExecuted, is_maker: bool, market: Market) -> tuple[OrderView, OrderUpdate]:
@@ -57,12 +68,16 @@ def traded(view: OrderView, trade: TradeExecuted, is_maker: bool, market: Market
     fee_scaled = view.fee_scaled + trade.quote_amount * (market.maker_fee_ppm if is_maker else market.taker_fee_ppm)
     charged = fee_for(fee_scaled)
     status = "FILLED" if view.qty_lots and filled >= view.qty_lots else "PARTIALLY_FILLED"
+    ts = trade.ts
     new = msgspec.structs.replace(view, status=status, filled_lots=filled,
                                   filled_quote=view.filled_quote + trade.quote_amount, commission=charged,
-                                  fee_scaled=fee_scaled, updated_ts=trade.ts)
-    return new, report(new, trade.ts, "TRADE", last_qty_lots=trade.qty_lots, last_price_ticks=trade.price_ticks,
-                       last_quote=trade.quote_amount, commission=charged - view.commission,
-                       commission_asset=market.quote_asset.symbol, trade_id=trade.trade_id, is_maker=is_maker)
+                                  fee_scaled=fee_scaled, updated_ts=ts)
+    return new, OrderUpdate(ts, new.account_id, new.symbol, new.order_id, new.client_order_id, "TRADE",
+                            status, new.side, new.order_type, new.time_in_force,  # type: ignore[arg-type]
+                            new.price_ticks, new.qty_lots, new.quote_qty, None, None, trade.qty_lots,
+                            trade.price_ticks, trade.quote_amount, filled, new.filled_quote,
+                            charged - view.commission, market.quote_asset.symbol, trade.trade_id, is_maker,
+                            new.created_ts)
 
 
 def unknown(event: TradeExecuted | Ended, account_id: int, order_id: int, side: str) -> OrderView:
@@ -77,14 +92,14 @@ def ended(view: OrderView, event: Ended) -> tuple[OrderView, OrderUpdate | None]
         already = view.status == "FILLED"
         new = msgspec.structs.replace(view, status="FILLED", filled_lots=event.filled_lots,
                                       filled_quote=event.filled_quote, updated_ts=event.ts)
-        return new, None if already else report(new, event.ts, "TRADE")
+        return new, None if already else _plain(new, event.ts, "TRADE")
     if type(event) is OrderCanceled:
         new = msgspec.structs.replace(view, status="CANCELED", updated_ts=event.ts)
-        return new, report(new, event.ts, "CANCELED")
+        return new, _plain(new, event.ts, "CANCELED")
     assert isinstance(event, OrderExpired)
     new = msgspec.structs.replace(view, status=event.status, reason=event.reason, updated_ts=event.ts)
     execution = "TRADE_PREVENTION" if event.status == "EXPIRED_IN_MATCH" else "EXPIRED"
-    return new, report(new, event.ts, execution, expire_reason=event.reason)
+    return new, _plain(new, event.ts, execution, expire_reason=event.reason)
 
 
 def is_live(view: OrderView) -> bool:

@@ -15,11 +15,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.agents.events import BookChanged
+from pipeline.agents.events import BookChanged, ClockTick
 from pipeline.agents.publish import orders
 from pipeline.agents.publish.candles import INTERVALS, TradePoint, fold
 from pipeline.agents.publish.depth import DepthBook
-from pipeline.agents.publish.messages import AccountUpdate, MarketCursor, OrderUpdate, OrderView, Trade
+from pipeline.agents.publish.messages import (
+    AccountUpdate,
+    BalanceDelta,
+    Candle,
+    MarketCursor,
+    OrderUpdate,
+    OrderView,
+    Trade,
+)
 from pipeline.agents.publish.readmodel import (
     Write,
     balance_writes,
@@ -31,6 +39,7 @@ from pipeline.agents.publish.readmodel import (
 )
 from pipeline.agents.publish.tables import PublishTables, PublishTopics
 from pipeline.agents.publish.ticker import RollingTicker
+from pipeline.context import MISSING
 from pipeline.core.markets import Market
 from pipeline.core.messages import (
     BalanceChanged,
@@ -67,11 +76,13 @@ class BatchState:
     depth: set[str] = field(default_factory=set)
     trades: dict[str, list[TradePoint]] = field(default_factory=lambda: defaultdict(list))
     orders: dict[OrderKey, Touched] = field(default_factory=dict)
-    user: list[tuple[int, OrderUpdate | CancelRejected]] = field(default_factory=list)
+    user: list[tuple[int, OrderUpdate | CancelRejected | BalanceDelta]] = field(default_factory=list)
     last_trade_report: dict[OrderKey, int] = field(default_factory=dict)
     balances: dict[int, dict[str, tuple[int, int]]] = field(default_factory=lambda: defaultdict(dict))
     balance_ts: dict[int, int] = field(default_factory=dict)
     ts: dict[str, int] = field(default_factory=dict)
+    clock: int = 0
+    """The latest `ClockTick` of the batch (0: none): the 24h windows move to it."""
 
 
 class Publisher:
@@ -90,6 +101,7 @@ class Publisher:
             BookChanged: self._book_changed, TradeExecuted: self._trade, OrderAccepted: self._accepted,
             OrderFilled: self._ended, OrderCanceled: self._ended, OrderExpired: self._ended,
             OrderRejected: self._rejected, BalanceChanged: self._balance, CancelRejected: self._cancel_rejected,
+            ClockTick: self._clock,
         }  # other events (holds, settlements, fees, market status) change nothing published
         self._load()
 
@@ -128,6 +140,9 @@ class Publisher:
     def _balance(self, event: BalanceChanged, state: BatchState) -> None:
         state.balances[event.account_id][event.asset] = (event.available, event.locked)
         state.balance_ts[event.account_id] = event.ts
+        if event.transfer:  # a deposit or withdrawal: Binance's balanceUpdate
+            state.user.append((event.account_id, BalanceDelta(event.ts, event.account_id, event.asset,
+                                                              event.transfer)))
 
     def _cancel_rejected(self, event: CancelRejected, state: BatchState) -> None:
         state.user.append((event.account_id, event))
@@ -137,6 +152,9 @@ class Publisher:
         if book is None:
             book = self.books[symbol] = DepthBook(symbol)
         return book
+
+    def _clock(self, event: ClockTick, state: BatchState) -> None:
+        state.clock = max(state.clock, event.ts)
 
     def _book_changed(self, event: BookChanged, state: BatchState) -> None:
         symbol = event.symbol
@@ -221,6 +239,8 @@ class Publisher:
         writes: list[Write] = []
         for symbol in sorted(state.depth | set(state.trades)):
             writes += self._flush_market(symbol, state)
+        if state.clock:
+            writes += self._flush_clock(state.clock)
         writes += self._flush_orders(state)
         user = self.topics.user
         for account, event in state.user:
@@ -234,18 +254,22 @@ class Publisher:
 
     def _flush_market(self, symbol: str, state: BatchState) -> list[Write]:
         tables = self.tables
-        cursor = tables.markets.get(symbol) or MarketCursor()
+        cursor = tables.markets.partition(self.partition).get(symbol) or MarketCursor()
         update_id, last_ts, last_lots, bbo = cursor.update_id, cursor.last_ts, cursor.last_qty_lots, cursor.bbo
         writes: list[Write] = []
         if symbol in state.depth:
             book = self.books[symbol]
             changed = book.drain()
-            levels = tables.levels
+            levels = tables.levels.partition(self.partition)
+            level_writes: list[tuple[tuple[str, bool, int], Any]] = []
             for (is_bid, price), lots in changed.items():
+                key = (symbol, is_bid, price)
                 if lots:
-                    levels[(symbol, is_bid, price)] = lots
-                elif (symbol, is_bid, price) in levels:
-                    del levels[(symbol, is_bid, price)]
+                    level_writes.append((key, lots))
+                elif key in levels:
+                    level_writes.append((key, MISSING))
+            if level_writes:
+                tables.levels.write_many(level_writes)
             update_id = book.update_id
             writes += depth_writes(symbol, changed, update_id)
             top = book.top()
@@ -263,25 +287,29 @@ class Publisher:
 
     def _flush_trades(self, symbol: str, points: list[TradePoint]) -> list[Write]:
         tables = self.tables
-        candles_table, minutes = tables.candles, tables.minutes
+        current = tables.candles.partition(self.partition)
         emit = self.topics.candles.emit
-        touched = []
+        touched: list[Candle] = []
         ticker = self.tickers.get(symbol)
         if ticker is None:
             ticker = self.tickers[symbol] = RollingTicker(symbol)
+        candle_items: list[tuple[tuple[str, str], Candle]] = []
+        minute_items: dict[tuple[str, int], Any] = {}  # one write per key, in order: its last value
         for interval in INTERVALS:
-            candles = fold(candles_table.get((symbol, interval)), symbol, interval, points)
+            candles = fold(current.get((symbol, interval)), symbol, interval, points)
             for candle in candles:
                 emit(candle, key=symbol)
-            candles_table[(symbol, interval)] = candles[-1]
+            candle_items.append(((symbol, interval), candles[-1]))
             touched += candles
             if interval == "1m":
                 for bucket in candles:
-                    minutes[(symbol, bucket.open_ts)] = bucket
+                    minute_items[(symbol, bucket.open_ts)] = bucket
                     ticker.update(bucket)
+        tables.candles.write_many(candle_items)
         ticker.last_lots = points[-1][2]
         for open_ts in ticker.evict(points[-1][0]):
-            del minutes[(symbol, open_ts)]
+            minute_items[(symbol, open_ts)] = MISSING
+        tables.minutes.write_many(minute_items.items())
         stats = ticker.ticker()
         writes = candle_writes(touched)
         if stats is not None:
@@ -289,15 +317,33 @@ class Publisher:
             writes += ticker_writes(stats)
         return writes
 
-    def _flush_orders(self, state: BatchState) -> list[Write]:
-        table = self.tables.orders
+    def _flush_clock(self, now: int) -> list[Write]:
+        """Move every 24h window to `now`: markets whose window lost minutes get a new ticker."""
         writes: list[Write] = []
+        minutes = self.tables.minutes
+        for symbol, ticker in sorted(self.tickers.items()):
+            gone = ticker.evict(now)
+            if not gone:
+                continue
+            for open_ts in gone:
+                del minutes[(symbol, open_ts)]
+            stats = ticker.ticker(now)
+            if stats is not None:
+                self.topics.tickers.emit(stats, key=symbol)
+                writes += ticker_writes(stats)
+        return writes
+
+    def _flush_orders(self, state: BatchState) -> list[Write]:
+        writes: list[Write] = []
+        items: list[tuple[OrderKey, Any]] = []
         for key, touched in state.orders.items():
             view = touched.view
             if not touched.ended:
-                table[key] = view  # until its end event, even when its last trade filled it
+                items.append((key, view))  # until its end event, even when its last trade filled it
             elif touched.known:
-                del table[key]
-            is_open = not touched.ended and orders.is_live(view)
+                items.append((key, MISSING))
+            is_open = not touched.ended and (view.status == "NEW" or view.status == "PARTIALLY_FILLED")
             writes += order_writes(view, touched.known, is_open, touched.new_client_id)
+        if items:
+            self.tables.orders.write_many(items)
         return writes

@@ -4,7 +4,9 @@ Each function returns the commands (`pipeline.transport.base.WRITE_COMMANDS`) th
 bring one read model up to date; the agent adds them to its batch with
 `stream.write`, so they commit atomically with the batch's outputs and offsets.
 Integers are written as decimal strings (Redis's own integer form); structured
-values are the JSON encoding of a msgspec Struct (field names as in the Struct).
+values are the JSON encoding of a msgspec Struct (field names as in the Struct),
+passed as `str` so that the Redis transport ships every write in its one-argument
+msgpack form without a per-value conversion.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ CANDLES_KEPT: Final = 1000
 MS: Final = 1_000_000
 
 _json = msgspec.json.Encoder()
+_encode = _json.encode
+
+
+def _json_text(value: Any) -> str:
+    return _encode(value).decode()
 
 
 class BalanceView(msgspec.Struct, frozen=True, gc=False):
@@ -102,8 +109,15 @@ def depth_writes(symbol: str, changed: dict[LevelKey, int], update_id: int) -> l
 
 
 def _fields(message: Any) -> list[str]:
-    return [part for name, value in msgspec.structs.asdict(message).items()
+    """name, str(value), ... of every field but the symbol (field names cached per Struct class)."""
+    names = _FIELD_NAMES.get(type(message))
+    if names is None:
+        names = _FIELD_NAMES[type(message)] = type(message).__struct_fields__
+    return [part for name, value in zip(names, msgspec.structs.astuple(message), strict=True)
             if name != "symbol" for part in (name, str(value))]
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def bbo_writes(ticker: BookTicker) -> list[Write]:
@@ -121,10 +135,10 @@ def candle_writes(candles: Iterable[Candle]) -> list[Write]:
     out: list[Write] = []
     newest: dict[str, Candle] = {}
     for candle in candles:
-        key = candles_key(candle.symbol, candle.interval)
-        score = candle.open_ts // MS
-        out.append(("ZREMRANGEBYSCORE", key, str(score), str(score)))
-        out.append(("ZADD", key, str(score), _json.encode(candle)))
+        key = f"candles:{candle.symbol}:{candle.interval}"
+        score = str(candle.open_ts // MS)
+        out.append(("ZREMRANGEBYSCORE", key, score, score))
+        out.append(("ZADD", key, score, _encode(candle).decode()))
         newest[key] = candle
     for key, candle in newest.items():
         horizon = (candle.open_ts - CANDLES_KEPT * INTERVALS[candle.interval]) // MS
@@ -134,15 +148,15 @@ def candle_writes(candles: Iterable[Candle]) -> list[Write]:
 
 def order_writes(view: OrderView, was_open: bool, is_open: bool, new_client_id: bool) -> list[Write]:
     """``order:*`` always; ``orders:open:*`` while open (HDEL after); ``clientid:*`` when first seen."""
-    data = _json.encode(view)
-    out: list[Write] = [("SET", order_key(view.symbol, view.order_id), data)]
-    field = open_order_field(view.symbol, view.order_id)
+    data = _encode(view).decode()
+    symbol, order_id = view.symbol, view.order_id
+    out: list[Write] = [("SET", f"order:{symbol}:{order_id}", data)]
     if is_open:
-        out.append(("HSET", open_orders_key(view.account_id), field, data))
+        out.append(("HSET", f"orders:open:{view.account_id}", f"{symbol}:{order_id}", data))
     elif was_open:
-        out.append(("HDEL", open_orders_key(view.account_id), field))
+        out.append(("HDEL", f"orders:open:{view.account_id}", f"{symbol}:{order_id}"))
     if new_client_id and view.client_order_id:
-        out.append(("HSET", client_ids_key(view.account_id, view.symbol), view.client_order_id, str(view.order_id)))
+        out.append(("HSET", f"clientid:{view.account_id}:{symbol}", view.client_order_id, str(order_id)))
     return out
 
 
@@ -150,5 +164,5 @@ def balance_writes(account_id: int, balances: dict[str, tuple[int, int]]) -> lis
     """``balances:{account}``: asset -> JSON `BalanceView`."""
     fields: list[str | bytes] = []
     for asset, (available, locked) in balances.items():
-        fields += (asset, _json.encode(BalanceView(available, locked)))
+        fields += (asset, _encode(BalanceView(available, locked)).decode())
     return [("HSET", balances_key(account_id), *fields)] if fields else []

@@ -3,6 +3,8 @@
 The buckets are the market's 1m candles (publish keeps those of the last 24h in its
 ``publish_minutes`` table). Sums are kept up to date as buckets change or leave the
 window; high and low are recomputed only when a bucket holding one of them leaves.
+The window moves with trades and with publish's clock (`evict` with the time now), so
+a market without trades sees its statistics shrink to zero volume after 24h.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from pipeline.agents.publish.messages import Candle, Ticker
 class RollingTicker:
     """24h statistics over one market's minute buckets (oldest first)."""
 
-    __slots__ = ("_buckets", "_high", "_low", "_stale", "last_lots", "quote_volume", "symbol", "trades", "volume")
+    __slots__ = ("_buckets", "_high", "_low", "_stale", "last_lots", "last_ticks", "quote_volume", "symbol",
+                 "trades", "volume")
 
-    def __init__(self, symbol: str, buckets: Iterable[Candle] = (), last_lots: int = 0) -> None:
+    def __init__(self, symbol: str, buckets: Iterable[Candle] = (), last_lots: int = 0, last_ticks: int = 0) -> None:
         self.symbol = symbol
         self._buckets: deque[Candle] = deque()
         self.volume = self.quote_volume = self.trades = 0
         self.last_lots = last_lots
+        self.last_ticks = last_ticks  # the last trade's price, kept when its minute leaves the window
         self._high = self._low = 0
         self._stale = False
         for bucket in sorted(buckets, key=lambda b: b.open_ts):
@@ -41,6 +45,7 @@ class RollingTicker:
             raise ValueError(f"{self.symbol}: minute bucket {bucket.open_ts} is older than the newest")
         empty = not buckets
         buckets.append(bucket)
+        self.last_ticks = bucket.close_ticks
         self.volume += bucket.volume_lots
         self.quote_volume += bucket.quote_volume
         self.trades += bucket.trades
@@ -67,17 +72,24 @@ class RollingTicker:
                 self._stale = True
         return gone
 
-    def ticker(self) -> Ticker | None:
-        """The statistics now, or None if no trade is in the window."""
+    def ticker(self, now: int | None = None) -> Ticker | None:
+        """The statistics, or None if no trade is in the window.
+
+        The window ends at the last trade, or at `now` if given (a clock tick): then an
+        empty window gives a ticker of zero volume at the last price, if there ever was one.
+        """
         buckets = self._buckets
         if not buckets:
-            return None
+            if now is None or not self.last_ticks:
+                return None
+            price = self.last_ticks
+            return Ticker(now, self.symbol, now - DAY, now, price, price, price, price, self.last_lots, 0, 0, 0, 0, 0)
         if self._stale:
             self._high = max(b.high_ticks for b in buckets)
             self._low = min(b.low_ticks for b in buckets)
             self._stale = False
         first, last = buckets[0], buckets[-1]
-        close = last.ts
+        close = last.ts if now is None else max(now, last.ts)
         return Ticker(close, self.symbol, close - DAY, close, first.open_ticks, self._high, self._low,
                       last.close_ticks, self.last_lots, self.volume, self.quote_volume, self.trades,
                       first.first_trade_id, last.last_trade_id)

@@ -1,0 +1,184 @@
+"""`exchange replay`: replay a topic into an isolated core, or re-deliver a range to a consumer group.
+
+    exchange replay orders.in                                  # books, balances and hash after everything
+    exchange replay orders.in --to 2026-11-30T23:50:00Z        # ... as of a time
+    exchange replay orders.in --at 1764546600123-0#3           # what the books looked like after that message
+    exchange replay orders.in --from now-5m --step             # every command of the last 5 minutes, one by one
+    exchange replay orders.events --from now-1h --into-group backfill   # re-deliver to consumer group "backfill"
+
+Bounds are offsets (``MS-SEQ`` or ``MS-SEQ#INDEX``, as `exchange topics tail` prints them),
+times (ISO 8601, UTC unless a zone is given; or relative: ``now-90s``, ``now-5m``, ``now-2h``),
+``start`` or ``end``. The core always starts empty, so by default it replays the history
+before ``--from`` too, quietly (the books and balances then are those of the exchange);
+``--fresh`` starts from nothing at ``--from`` instead. The live agents are never touched.
+Entries already trimmed from Redis are read from the PostgreSQL archive (DATABASE_URL or
+the running embedded PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+from infra.cli.common import ToolError, database_url, redis_url
+from infra.cli.common import print_table as _print_table
+from pipeline.errors import ExchangeError
+
+
+def print_table(headers: Any, rows: Any) -> None:
+    """`common.print_table` to the current stdout (its default is bound at import)."""
+    _print_table(headers, rows, out=sys.stdout)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "replay", help="replay a topic into an isolated engine (books, balances, hash) or into a consumer group",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("topic", help="topic (partition 0) or stream TOPIC:P; cores replay orders.in, "
+                                      "orders.valid or orders.accepted")
+    parser.add_argument("--from", dest="start", default="start", metavar="OFFSET|TIME",
+                        help="first message of the range (default: start)")
+    parser.add_argument("--to", dest="end", default="end", metavar="OFFSET|TIME",
+                        help="last message of the range, inclusive (default: end)")
+    parser.add_argument("--at", metavar="OFFSET|TIME", help="show the state right after this message")
+    parser.add_argument("--step", action="store_true", help="print every command of the range with what it did")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start from an empty core at --from (default: replay the history before it too)")
+    parser.add_argument("--levels", type=int, default=5, help="book levels per side to print (default 5)")
+    parser.add_argument("--account", type=int, action="append", metavar="ID",
+                        help="only these accounts' balances (repeatable)")
+    parser.add_argument("--into-group", metavar="NAME",
+                        help="append the range to stream replay.NAME.<stream> for consumer group NAME")
+    parser.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_replay(args))
+    except (ExchangeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.at is not None and (args.start != "start" or args.end != "end"):
+        raise ToolError("--at names one point: use it without --from/--to")
+    if args.at is not None and args.into_group:
+        raise ToolError("--into-group re-delivers a range: use --from/--to, not --at")
+    if args.into_group and (args.step or args.fresh):
+        raise ToolError("--step and --fresh are for replays into a core, not --into-group")
+    if args.levels < 1:
+        raise ToolError("--levels must be at least 1")
+
+
+def _optional_database_url() -> str | None:
+    try:
+        return database_url()
+    except ToolError:
+        return None  # only needed if the range was trimmed from Redis; read_range says so then
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from pipeline.config import PipelineConfig
+    from pipeline.core.markets import load_markets
+    from recovery.replay import REPLAYABLE, ReplayCore, ReplayProgress, replay_into, topic_and_stream
+    from recovery.replay_group import deliver_to_group
+    from recovery.replay_source import ReplayError, format_key, just_before, parse_bound
+
+    _check_args(args)
+    topic, stream = topic_and_stream(args.topic)
+    if args.at is not None:
+        at = parse_bound(args.at, "to")
+        start, end = None, at
+    else:
+        start, end = parse_bound(args.start, "from"), parse_bound(args.end, "to")
+    if start is not None and end is not None and start > end:
+        raise ReplayError(f"the range is empty: --from {format_key(start)} is after --to {format_key(end)}")
+    client = aioredis.Redis.from_url(redis_url(), decode_responses=False)
+    try:
+        db = _optional_database_url()
+        if not await client.exists(stream) and db is None:
+            known = sorted({k.decode() async for k in client.scan_iter(match="*:*", _type="stream")})
+            raise ToolError(f"no stream {stream!r} in Redis (streams: {', '.join(known) or 'none'})")
+        if args.into_group:
+            began = time.monotonic()
+            target, entries, messages = await deliver_to_group(client, stream, args.into_group, start, end, db)
+            print(f"re-delivered {messages} message(s) in {entries} entr{'y' if entries == 1 else 'ies'} of {stream}"
+                  f" to {target} for consumer group {args.into_group!r} in {time.monotonic() - began:.2f}s")
+            print(f"read them with: XREADGROUP GROUP {args.into_group} <consumer> STREAMS {target} >")
+            return 0
+        if topic not in REPLAYABLE:
+            raise ToolError(f"{topic} cannot be replayed into a core; replayable: "
+                            + "; ".join(f"{t} ({what})" for t, what in REPLAYABLE.items())
+                            + ". Any topic can be re-delivered with --into-group")
+        markets = load_markets(PipelineConfig.from_env().markets_file)
+        core = ReplayCore(markets, stages=topic)
+        began = time.monotonic()
+        progress = ReplayProgress(lambda n, at: print(
+            f"  replayed {n} messages ({n / max(time.monotonic() - began, 1e-9):,.0f}/s), at {at}",
+            file=sys.stderr, flush=True))
+        if start is not None and not args.fresh:  # the history before the range, quietly
+            await replay_into(core, client, stream, end=just_before(start), database_url=db, progress=progress)
+        skipped = core.applied
+        step = _Stepper(core, args) if args.step else None
+        await replay_into(core, client, stream, start=start, end=end, database_url=db,
+                          on_step=step, progress=None if step else progress)
+        elapsed = time.monotonic() - began
+    finally:
+        await client.aclose()
+    _print_state(core, args, skipped, elapsed)
+    return 0
+
+
+class _Stepper:
+    """Prints each command of the range, what it did, the touched book and balances, and the hash."""
+
+    def __init__(self, core: Any, args: argparse.Namespace) -> None:
+        self.core = core
+        self.levels = min(args.levels, 3)
+
+    def __call__(self, message_id: Any, command: Any, events: list[Any]) -> None:
+        from recovery.replay_view import BALANCE_HEADERS, BOOK_HEADERS, balance_rows, book_rows, describe, summarize
+
+        print(f"\n[{self.core.applied}] {message_id}  {describe(command)}")
+        print(f"  -> {summarize(events)}")
+        symbol = getattr(command, "symbol", None)
+        if isinstance(symbol, str) and symbol in self.core.markets:
+            print_table(BOOK_HEADERS, book_rows(self.core, symbol, self.levels))
+        accounts = {a for e in events for a in (getattr(e, "account_id", None),) if isinstance(a, int)}
+        if accounts and self.core.stages != "orders.accepted":
+            print_table(BALANCE_HEADERS, balance_rows(self.core, accounts))
+        print(f"  state hash {self.core.state_hash()}")
+
+
+def _print_state(core: Any, args: argparse.Namespace, skipped: int, elapsed: float) -> None:
+    from recovery.replay_view import BALANCE_HEADERS, BOOK_HEADERS, balance_rows, book_rows, book_title
+
+    print()
+    shown = core.applied - skipped
+    where = f"after {core.position}" if core.position is not None else "before the first message"
+    print(f"replayed {core.applied} message(s) of {args.topic} in {elapsed:.2f}s"
+          + (f" ({skipped} before the range, {shown} in it)" if skipped else "")
+          + (f"; {core.failed} undecodable skipped" if core.failed else "") + f"; state {where}")
+    if args.at is not None and core.position is None:
+        print("(nothing at or before that point)")
+    empty = []
+    for symbol in core.markets:
+        rows = book_rows(core, symbol, args.levels)
+        if not rows:
+            empty.append(symbol)
+            continue
+        print(f"\n{book_title(core, symbol)}")
+        print_table(BOOK_HEADERS, rows)
+    if empty:
+        print(f"\nempty books: {', '.join(empty)}")
+    if core.stages != "orders.accepted":
+        print("\nbalances")
+        print_table(BALANCE_HEADERS, balance_rows(core, set(args.account) if args.account else None))
+    print()
+    print_table(("component", "state hash"), [*sorted(core.hashes().items()), ("all", core.state_hash())])

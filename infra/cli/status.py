@@ -1,0 +1,210 @@
+"""`exchange status`: one screen of the exchange's health for an operator at a terminal.
+
+Services up or down, each agent partition's lease owner, lag and events/s per consumer
+and stream (consumed counters sampled over `--sample` seconds), dead letters, the
+persister's archive lag and the API's `/healthz`. Everything is read from Redis,
+PostgreSQL and the API, so it is right whichever processes run the agents.
+`--watch` redraws every `--interval` seconds until Ctrl-C.
+
+Exit code (without --watch): 0 when everything is up and the API is healthy, 3 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from infra.cli.common import ToolError, database_url, print_table, redis_url
+from infra.config import ConfigError, ServicesConfig
+
+EXIT_OK = 0
+EXIT_UNHEALTHY = 3
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("status", help="one screen of health: services, agents, lag, events/s, API")
+    parser.add_argument("--base-url", default=os.environ.get("EXCHANGE_API_URL", DEFAULT_BASE_URL),
+                        help=f"the API to check (default $EXCHANGE_API_URL or {DEFAULT_BASE_URL})")
+    parser.add_argument("--sample", type=float, default=1.0, help="seconds to sample events/s over (default 1)")
+    parser.add_argument("--watch", action="store_true", help="redraw until Ctrl-C")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between redraws with --watch")
+    parser.set_defaults(func=cmd_status)
+
+
+@dataclass
+class Report:
+    """What one look at the exchange found (printed by `render`)."""
+
+    when: str
+    services: list[tuple[str, str, str]] = field(default_factory=list)
+    agents: list[tuple[str, int, str, int, float]] = field(default_factory=list)
+    lag: list[tuple[str, str, int, int, float]] = field(default_factory=list)
+    dead_letters: int | None = None
+    last_dead_letter: str = ""
+    persister: dict[str, int] | None = None
+    persister_error: str = ""
+    snapshots: list[Any] | None = None
+    api: str = ""
+    api_ok: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+def _services(config: ServicesConfig, report: Report) -> None:
+    from infra.services import EmbeddedServices
+
+    for row in EmbeddedServices(config).status():
+        report.services.append((row.name, str(row.state), row.url or "-"))
+        if not row.state.ok:
+            report.problems.append(f"{row.name} is {row.state}")
+
+
+async def _pipeline(url: str, sample: float, report: Report) -> None:
+    from pipeline.config import PipelineConfig
+    from pipeline.deadletter import DEAD_LETTER_ENTRIES, DLQ_STREAM
+    from pipeline.exchange import build_exchange
+    from pipeline.metrics import consumer_lag
+    from pipeline.transport.redis import RedisTransport
+
+    transport = RedisTransport(url)
+    try:
+        exchange = build_exchange(transport, PipelineConfig.from_env())
+        first, started = await consumer_lag(transport), time.perf_counter()
+        await asyncio.sleep(sample)
+        rows, elapsed = await consumer_lag(transport), time.perf_counter() - started
+        before = {(r.consumer, r.stream): r.consumed for r in first}
+        rates = {(r.consumer, r.stream): (r.consumed - before.get((r.consumer, r.stream), r.consumed)) / elapsed
+                 for r in rows}
+        report.lag = [(r.consumer, r.stream, r.consumed, r.lag, rates[(r.consumer, r.stream)]) for r in rows]
+        by_agent: dict[str, list[Any]] = {}
+        for r in rows:
+            by_agent.setdefault(r.consumer, []).append(r)
+        for name, agent in sorted(exchange.app.agents.items()):
+            for partition in range(agent.partitions):
+                lease = await transport.get(agent.lease_key(partition))
+                owner = lease.decode() if lease else "(nobody)"
+                streams = {t.stream(partition) for t in agent.topics}
+                mine = [r for r in by_agent.get(name, []) if r.stream in streams]
+                lag = max((r.lag for r in mine), default=0)
+                rate = sum(rates[(r.consumer, r.stream)] for r in mine)
+                report.agents.append((name, partition, owner, lag, rate))
+                if lease is None:
+                    report.problems.append(f"{name}:{partition} has no owner")
+        added = {info.stream: info.added for info in await transport.streams()}
+        report.dead_letters = added.get(DLQ_STREAM, 0)
+        last = await transport.read_reverse(DLQ_STREAM, 1)
+        if last:
+            letters = DEAD_LETTER_ENTRIES.decode(last[0][1])
+            if letters:
+                letter = letters[-1]
+                report.last_dead_letter = f"{letter.agent} on {letter.stream}: {letter.error[:70]}"
+        await _persister(exchange, report)
+    finally:
+        await transport.close()
+
+
+async def _persister(exchange: Any, report: Report) -> None:
+    from recovery.archive_lag import archive_lag, latest_snapshots
+    from recovery.persister import app_streams
+
+    try:
+        url = database_url()
+        report.persister = await archive_lag(exchange.app.transport, url, app_streams(exchange.app))
+        report.snapshots = await latest_snapshots(url)
+    except ToolError as exc:
+        report.persister_error = str(exc)
+    except Exception as exc:
+        report.persister_error = f"{type(exc).__name__}: {exc}"
+        report.problems.append("PostgreSQL not readable")
+
+
+async def _api(base_url: str, report: Report) -> None:
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=3.0) as client:
+            response = await client.get("/healthz")
+        body = response.json()
+        report.api_ok = response.status_code == 200
+        lagging = [f"{a['agent']}:{a['partition']}" for a in body.get("agents", [])
+                   if not a.get("running") or a.get("lag", 0) > body.get("max_lag", 0)]
+        report.api = f"{base_url}: {response.status_code} {'healthy' if report.api_ok else 'unhealthy'}"
+        if lagging:
+            report.api += f" (not running here or behind: {', '.join(lagging)})"
+    except (httpx.HTTPError, ValueError) as exc:
+        report.api = f"{base_url}: not answering ({type(exc).__name__})"
+    if not report.api_ok:
+        report.problems.append("API not healthy")
+
+
+async def look(base_url: str, sample: float) -> Report:
+    """Gather one report (services, pipeline, persister, API)."""
+    report = Report(datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    config = ServicesConfig.from_env()
+    _services(config, report)
+    try:
+        url = redis_url(config)
+    except ToolError as exc:
+        report.problems.append(str(exc))
+        await _api(base_url, report)
+        return report
+    await asyncio.gather(_pipeline(url, sample, report), _api(base_url, report))
+    return report
+
+
+def render(report: Report, out: TextIO = sys.stdout) -> None:
+    """Print the report as a few aligned tables."""
+    verdict = "OK" if not report.problems else "PROBLEMS: " + "; ".join(report.problems)
+    print(f"exchange status at {report.when}: {verdict}\n", file=out)
+    print_table(("service", "state", "url"), report.services, out)
+    print(file=out)
+    if report.agents:
+        print_table(("agent", "partition", "lease owner", "lag", "events/s"),
+                    [(a, p, o, lag, round(rate)) for a, p, o, lag, rate in report.agents], out)
+        print(file=out)
+    if report.lag:
+        print_table(("consumer", "stream", "consumed", "lag", "events/s"),
+                    [(c, s, n, lag, round(rate)) for c, s, n, lag, rate in report.lag], out)
+        print(file=out)
+    if report.dead_letters is not None:
+        last = f" (last: {report.last_dead_letter})" if report.last_dead_letter else ""
+        print(f"dead letters: {report.dead_letters}{last}", file=out)
+    if report.persister is not None:
+        behind = {s: n for s, n in report.persister.items() if n}
+        detail = ", ".join(f"{s} {n}" for s, n in sorted(behind.items())) or "caught up"
+        print(f"persister lag: {sum(report.persister.values())} messages ({detail})", file=out)
+    elif report.persister_error:
+        print(f"persister lag: unknown ({report.persister_error})", file=out)
+    if report.snapshots:
+        print_table(("snapshot of", "partition", "age (s)", "capture (ms)", "encode (ms)", "size (bytes)"),
+                    [(s.unit, s.partition, round(s.age_s, 1), round(s.capture_ms, 1), round(s.encode_ms, 1), s.size)
+                     for s in report.snapshots], out)
+    elif report.snapshots is not None:
+        print("snapshots: none taken yet", file=out)
+    print(f"API: {report.api}", file=out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        ServicesConfig.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        while True:
+            report = asyncio.run(look(args.base_url, max(0.05, args.sample)))
+            if args.watch:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            render(report)
+            if not args.watch:
+                return EXIT_OK if not report.problems else EXIT_UNHEALTHY
+            sys.stdout.flush()
+            time.sleep(max(0.0, args.interval - args.sample))
+    except KeyboardInterrupt:
+        return 0

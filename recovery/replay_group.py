@@ -1,0 +1,67 @@
+"""Re-deliver a range of a topic to a downstream consumer group (analytics backfills).
+
+    target, entries, messages = await deliver_to_group(client, "orders.events:0", "backfill", start, end)
+
+The range's messages are appended, in order and unchanged, to a stream of their own,
+``replay.<group>.<stream>`` (e.g. ``replay.backfill.orders.events:0``), on which a Redis
+consumer group named `group` is created (from its beginning) if it does not exist yet.
+The group then reads exactly the range with ``XREADGROUP GROUP <group> <consumer> STREAMS
+<target> >``, acknowledging as it goes; the live stream and its consumers are not touched.
+Each appended entry has the runtime's layout (field ``d``: a msgpack array of messages,
+see `pipeline.batching`) plus ``src``: the entry id it came from, so a consumer can tell
+where each message was originally. Entries trimmed from Redis come from the archive.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from pipeline.batching import pack
+from recovery.replay_source import MessageKey, ReplayError, read_range
+
+_GROUP_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_FLUSH_ENTRIES: Final = 500
+
+
+def replay_stream(group: str, stream: str) -> str:
+    """The stream a group's re-delivered range of `stream` is appended to."""
+    return f"replay.{group}.{stream}"
+
+
+async def deliver_to_group(client: Any, stream: str, group: str, start: MessageKey | None, end: MessageKey | None,
+                           database_url: str | None = None) -> tuple[str, int, int]:
+    """Append the range of `stream` to the group's replay stream; (that stream, entries, messages)."""
+    if not _GROUP_RE.match(group):
+        raise ReplayError(f"group name {group!r}: use 1-64 letters, digits, '_', '-' or '.'")
+    target = replay_stream(group, stream)
+    try:
+        await client.xgroup_create(target, group, id="0", mkstream=True)
+    except Exception as exc:  # BUSYGROUP: the group exists and keeps its position
+        if "BUSYGROUP" not in str(exc):
+            raise
+    entries = messages = 0
+    pending: list[tuple[str, list[bytes]]] = []
+
+    async def flush() -> None:
+        nonlocal entries, messages
+        if not pending:
+            return
+        async with client.pipeline(transaction=True) as pipe:
+            for source, parts in pending:
+                pipe.xadd(target, {"d": pack(parts), "src": source})
+            pipe.hincrby(f"meta:{target}", "added", sum(len(parts) for _, parts in pending))
+            await pipe.execute()
+        entries += len(pending)
+        messages += sum(len(parts) for _, parts in pending)
+        pending.clear()
+
+    async for message_id, raw in read_range(client, stream, start, end, database_url):
+        if pending and pending[-1][0] == message_id.entry_id:
+            pending[-1][1].append(raw)
+            continue
+        if len(pending) >= _FLUSH_ENTRIES:
+            await flush()
+        pending.append((message_id.entry_id, [raw]))
+    await flush()
+    return target, entries, messages
