@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TextIO
 
 from infra.config import ServicesConfig
@@ -40,6 +42,24 @@ def _running_url(name: str, service: ValkeyService | PostgresService, config: Se
             f"start it with `exchange services up` (or set {variable})"
         )
     return service.url
+
+
+def async_tool(
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], *, unreachable: bool = False
+) -> Callable[[argparse.Namespace], int]:
+    """An argparse `func` running an async command; a ToolError (and, with `unreachable`,
+    an OSError from a server connection) prints `error: ...` and exits 1 instead of a traceback."""
+    caught: tuple[type[Exception], ...] = (ToolError, OSError) if unreachable else (ToolError,)
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(asyncio.run(command(args)))
+        except caught as exc:
+            prefix = "cannot reach a server: " if isinstance(exc, OSError) else ""
+            print(f"error: {prefix}{exc}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO = sys.stdout) -> None:

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from infra.cli.common import ToolError, database_url, print_table, redis_url
+from infra.cli.common import ToolError, async_tool, database_url, print_table, redis_url
 
 
 def register(subparsers: Any) -> None:
@@ -25,30 +25,21 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="snapshot_command", metavar="ACTION", required=True)
     now = sub.add_parser("now", help="snapshot every running stateful agent now and wait for it")
     now.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
-    now.set_defaults(func=_run(cmd_now))
+    now.set_defaults(func=_tool(cmd_now))
     listing = sub.add_parser("list", help="the newest snapshots")
     listing.add_argument("-n", "--count", type=int, default=30)
-    listing.set_defaults(func=_run(cmd_list))
+    listing.set_defaults(func=_tool(cmd_list))
     show = sub.add_parser("show", help="one snapshot in detail")
     show.add_argument("id", type=int)
-    show.set_defaults(func=_run(cmd_show))
+    show.set_defaults(func=_tool(cmd_show))
     verify = sub.add_parser("verify", help="decode snapshots and recompute their state hash")
     verify.add_argument("id", type=int, nargs="?", help="snapshot id (default: the newest of each agent)")
-    verify.set_defaults(func=_run(cmd_verify))
+    verify.set_defaults(func=_tool(cmd_verify))
 
 
-def _run(command: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(asyncio.run(command(args)))
-        except ToolError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except OSError as exc:
-            print(f"error: cannot reach a server: {exc}", file=sys.stderr)
-            return 1
 
-    return run
+def _tool(command: Any) -> Any:
+    return async_tool(command, unreachable=True)
 
 
 def human_size(n: int) -> str:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
-import sys
 from typing import Any
 
 import msgspec
 
-from infra.cli.common import ToolError, print_table, redis_url
+from infra.cli.common import ToolError, async_tool, print_table, redis_url
 from pipeline.deadletter import DEAD_LETTER_ENTRIES, DLQ_STREAM
 from pipeline.metrics import consumer_lag
 from pipeline.schema import schema_document
@@ -23,10 +21,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("topics", help="streams, lag, dead letters and message schemas")
     sub = parser.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
 
-    sub.add_parser("list", help="every stream with its length and consumers").set_defaults(func=_run(cmd_list))
+    sub.add_parser("list", help="every stream with its length and consumers").set_defaults(func=async_tool(cmd_list))
 
     lag = sub.add_parser("lag", help="per-agent committed offset and lag")
-    lag.set_defaults(func=_run(cmd_lag))
+    lag.set_defaults(func=async_tool(cmd_lag))
 
     tail = sub.add_parser("tail", help="print the last entries of a stream, decoded")
     tail.add_argument("stream", help="stream key, e.g. orders.in:0 (a topic name means its partition 0)")
@@ -34,25 +32,15 @@ def register(subparsers: Any) -> None:
     tail.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
                       help="only entries whose field equals the value (repeatable)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
-    tail.set_defaults(func=_run(cmd_tail))
+    tail.set_defaults(func=async_tool(cmd_tail))
 
     dlq = sub.add_parser("dlq", help="dead letters: input an agent could not decode or process")
     dlq.add_argument("-n", "--count", type=int, default=50)
-    dlq.set_defaults(func=_run(cmd_dlq))
+    dlq.set_defaults(func=async_tool(cmd_dlq))
 
     schema = sub.add_parser("schema", help="JSON Schema of every message type on the streams")
     schema.set_defaults(func=lambda args: cmd_schema())
 
-
-def _run(command: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(asyncio.run(command(args)))
-        except ToolError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def _when(entry_id: str) -> str:
