@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     revoke.add_argument("key")
     revoke.set_defaults(func=lambda a: _run(_revoke(a)))
     deposit = sub.add_parser("deposit", help="credit ASSET AMOUNT to ACCOUNT (a Deposit command into orders.in)")
-    deposit.add_argument("account", type=int)
+    deposit.add_argument("account", help="an account id, or the user name of a web UI account")
     deposit.add_argument("asset")
     deposit.add_argument("amount")
     deposit.set_defaults(func=lambda a: _run(_deposit(a)))
@@ -102,16 +102,27 @@ async def _revoke(args: argparse.Namespace) -> int:
     return await _with_exchange(action)
 
 
+async def _account_id(client: Any, account: str) -> int:
+    """`account` as an id, or the account of the web user named so (user names are not all digits)."""
+    if account.isdigit():
+        return int(account)
+    found = await client.hget(f"user:{account.lower()}", "account_id")
+    if found is None:
+        raise LookupError(f"no account or user named {account!r}")
+    return int(found)
+
+
 async def _deposit(args: argparse.Namespace) -> int:
     from api.accounts import account_exists
     from api.admin import deposit_command
 
     async def action(exchange: Any, client: Any) -> int:
-        if not await account_exists(client, args.account):
+        account = await _account_id(client, args.account)
+        if not await account_exists(client, account):
             raise LookupError(f"no account {args.account}")
-        command = deposit_command(exchange.markets, args.account, args.asset, args.amount)
-        entry = await exchange.orders_in.send(command, key=args.account)
-        print(f"deposit of {args.amount} {args.asset} to account {args.account} queued ({entry})")
+        command = deposit_command(exchange.markets, account, args.asset, args.amount)
+        entry = await exchange.orders_in.send(command, key=account)
+        print(f"deposit of {args.amount} {args.asset} to account {account} queued ({entry})")
         return 0
 
     return await _with_exchange(action)

@@ -45,3 +45,20 @@ def test_admin_commands(redis_flush: str, monkeypatch: pytest.MonkeyPatch,
         assert stored.startswith("v1:") and default_box().open(stored, created["api key"]) == created["secret"]
     finally:
         client.close()
+
+
+def test_admin_deposit_by_user_name(redis_flush: str, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A web UI account is funded by its user name; an unknown name is refused and nothing is sent."""
+    monkeypatch.setenv("REDIS_URL", redis_flush)
+    assert run(capsys, "create-account", "carol")[0] == 0
+    client = redis.Redis.from_url(redis_flush)
+    try:
+        client.hset("user:carol", mapping={"name": "Carol", "account_id": "1"})  # as sign-up stores it
+        assert run(capsys, "deposit", "Carol", "USDT", "10")[0] == 0
+        assert main(["admin", "deposit", "dave", "USDT", "10"]) == 1
+        decoder: BatchDecoder[Command] = BatchDecoder(Command)
+        commands = [c for _, fields in client.xrange("orders.in:0") for c in decoder.decode(fields[b"d"])]
+        assert len(commands) == 1 and msgspec.structs.astuple(commands[0])[1:4] == (1, "USDT", 1_000_000_000)
+    finally:
+        client.close()
