@@ -45,11 +45,13 @@ def _running_url(name: str, service: ValkeyService | PostgresService, config: Se
 
 
 def async_tool(
-    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], *, unreachable: bool = False
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], *, unreachable: bool = False,
+    errors: tuple[type[Exception], ...] = (ToolError,), error_code: int = 1,
 ) -> Callable[[argparse.Namespace], int]:
-    """An argparse `func` running an async command; a ToolError (and, with `unreachable`,
-    an OSError from a server connection) prints `error: ...` and exits 1 instead of a traceback."""
-    caught: tuple[type[Exception], ...] = (ToolError, OSError) if unreachable else (ToolError,)
+    """An argparse `func` running an async command; one of `errors` (and, with `unreachable`,
+    an OSError from a server connection) prints `error: ...` and exits `error_code` instead of a
+    traceback."""
+    caught: tuple[type[Exception], ...] = (*errors, OSError) if unreachable else errors
 
     def run(args: argparse.Namespace) -> int:
         try:
@@ -57,7 +59,7 @@ def async_tool(
         except caught as exc:
             prefix = "cannot reach a server: " if isinstance(exc, OSError) else ""
             print(f"error: {prefix}{exc}", file=sys.stderr)
-            return 1
+            return error_code
 
     return run
 

@@ -18,12 +18,11 @@ the running embedded PostgreSQL).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from typing import Any
 
-from infra.cli.common import ToolError, database_url, redis_url
+from infra.cli.common import ToolError, async_tool, database_url, redis_url
 from infra.cli.common import print_table as _print_table
 from pipeline.errors import ExchangeError
 
@@ -52,15 +51,9 @@ def register(subparsers: Any) -> None:
                         help="only these accounts' balances (repeatable)")
     parser.add_argument("--into-group", metavar="NAME",
                         help="append the range to stream replay.NAME.<stream> for consumer group NAME")
-    parser.set_defaults(func=cmd_replay)
+    parser.set_defaults(func=async_tool(_replay, errors=(ExchangeError,), unreachable=True))
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_replay(args))
-    except (ExchangeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
 
 
 def _check_args(args: argparse.Namespace) -> None:

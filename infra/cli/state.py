@@ -10,13 +10,12 @@ is compared.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.cli.common import ToolError, database_url, print_table, redis_url
+from infra.cli.common import ToolError, async_tool, database_url, print_table, redis_url
 
 MAX_ROWS = 40
 
@@ -186,16 +185,10 @@ def print_diff(a: StateView, b: StateView, limit: int = MAX_ROWS) -> int:
     return total
 
 
-def cmd_diff(args: argparse.Namespace) -> int:
-    async def main() -> int:
-        a, b = await load_side(args.a), await load_side(args.b)
-        return 1 if print_diff(a, b, args.rows) else 0
+async def _diff(args: argparse.Namespace) -> int:
+    a, b = await load_side(args.a), await load_side(args.b)
+    return 1 if print_diff(a, b, args.rows) else 0
 
-    try:
-        return asyncio.run(main())
-    except ToolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot reach a server: {exc}", file=sys.stderr)
-        return 2
+
+cmd_diff = async_tool(_diff, unreachable=True, error_code=2)
+"""`exchange state diff`: exit 0 identical, 1 different, 2 trouble (as diff(1) does)."""
