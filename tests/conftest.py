@@ -22,7 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -61,36 +61,41 @@ def service_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """URL of a Valkey for this test session: TEST_REDIS_URL, else a private embedded one."""
-    external = os.environ.get("TEST_REDIS_URL", "").strip()
+def _session_server(env: str, prefix: str, start: Callable[[Path], tuple[str, Callable[[], None]]]) -> Iterator[str]:
+    """The URL in `env` if set, else a private embedded server started in a fresh folder."""
+    external = os.environ.get(env, "").strip()
     if external:
         yield external
         return
-    folder = make_service_dir("exchange-test-valkey-")
-    service = ValkeyService(folder, appendfsync="everysec")
+    folder = make_service_dir(prefix)
+    url, stop = start(folder)
     try:
-        yield service.start()
+        yield url
     finally:
-        service.stop()
+        stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start_valkey(folder: Path) -> tuple[str, Callable[[], None]]:
+    service = ValkeyService(folder, appendfsync="everysec")
+    return service.start(), service.stop
+
+
+def _start_postgres(folder: Path) -> tuple[str, Callable[[], None]]:
+    service = PostgresService(folder)
+    return service.start(), service.stop
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a Valkey for this test session: TEST_REDIS_URL, else a private embedded one."""
+    yield from _session_server("TEST_REDIS_URL", "exchange-test-valkey-", _start_valkey)
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """URL of a PostgreSQL database for this test session: TEST_DATABASE_URL, else a private embedded one."""
-    external = os.environ.get("TEST_DATABASE_URL", "").strip()
-    if external:
-        yield external
-        return
-    folder = make_service_dir("exchange-test-postgres-")
-    service = PostgresService(folder)
-    try:
-        yield service.start()
-    finally:
-        service.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    yield from _session_server("TEST_DATABASE_URL", "exchange-test-postgres-", _start_postgres)
 
 
 @pytest.fixture(scope="session")
