@@ -10,7 +10,6 @@ permission, -1022 bad signature, -1021 timestamp, -1102 missing parameter.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import time
@@ -18,6 +17,7 @@ from typing import Any, Final
 
 from api.accounts import ApiKey, find_api_key
 from api.errors import ApiError, mandatory
+from api.keycache import KeyCache
 from api.params import Params
 from api.sessions import session_key
 
@@ -31,7 +31,7 @@ MAX_AHEAD_MS: Final = 1000
 
 def sign(secret: str, payload: str) -> str:
     """The hex HMAC-SHA256 of `payload` (what a client sends as `signature`)."""
-    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), payload.encode(), "sha256").hex()  # one-shot HMAC (OpenSSL)
 
 
 def _without_signature(raw: str) -> tuple[str, str | None]:
@@ -67,8 +67,11 @@ async def api_key_only(client: Any, headers: Any, permission: str = "read") -> A
 
 
 async def authenticate(client: Any, headers: Any, params: Params, permission: str,
-                       now_ms: int | None = None) -> ApiKey:
-    """The API key of a correctly signed, timely request allowed `permission`, or an ApiError."""
+                       now_ms: int | None = None, *, keys: KeyCache | None = None) -> ApiKey:
+    """The API key of a correctly signed, timely request allowed `permission`, or an ApiError.
+
+    `keys`: look the key up through this cache (`api.keycache`) instead of in Redis every time.
+    """
     key_text = headers.get(API_KEY_HEADER)
     if not key_text and (session := await session_key(client, headers, permission)) is not None:
         return session  # the web UI's session cookie instead of a key and signature (api.sessions)
@@ -88,7 +91,7 @@ async def authenticate(client: Any, headers: Any, params: Params, permission: st
         raise ApiError(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
     if now - timestamp > recv_window:
         raise ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
-    api_key = await find_api_key(client, key_text)
+    api_key = await (find_api_key(client, key_text) if keys is None else keys.get(key_text))
     if api_key is None or not api_key.allows(permission):
         raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
     if not SIGNATURE_RE.match(signature) or not hmac.compare_digest(

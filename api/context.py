@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
+
+from litestar.connection import ASGIConnection
 
 from api.errors import invalid_symbol
+from api.keycache import KeyCache
 from api.writer import CommandWriter
 from pipeline.core.markets import Asset, Market
 from pipeline.exchange import Exchange
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -26,6 +31,7 @@ class ApiConfig:
     | `EXCHANGE_API_WS_QUEUE`         | 1000    | messages a WebSocket may have unsent before it is dropped |
     | `EXCHANGE_API_WS_MESSAGES_PER_S`| 5       | requests per second per market-stream connection (0 = no limit) |
     | `EXCHANGE_API_WS_CONNECTIONS_PER_5M` | 300 | WebSocket connection attempts per IP per 5 minutes (0 = no limit) |
+    | `EXCHANGE_API_KEY_CACHE_MS`     | 1000    | ms an opened API key is reused (0 = off) |
     """
 
     result_timeout_s: float = 5.0
@@ -41,6 +47,8 @@ class ApiConfig:
     """Binance: incoming messages per second per market-stream connection; beyond, it is closed."""
     ws_connections_per_5m: int = 300
     """Binance: connection attempts per IP per 5 minutes; beyond, the handshake gets HTTP 429."""
+    key_cache_s: float = 1.0
+    """How long an API process reuses an API key it has opened (`api.keycache`); 0 = look it up every time."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiConfig:
@@ -57,7 +65,8 @@ class ApiConfig:
                    weight_per_minute=number("EXCHANGE_API_WEIGHT_PER_MINUTE", 6000),
                    ws_queue=max(1, number("EXCHANGE_API_WS_QUEUE", 1000)),
                    ws_messages_per_second=number("EXCHANGE_API_WS_MESSAGES_PER_S", 5),
-                   ws_connections_per_5m=number("EXCHANGE_API_WS_CONNECTIONS_PER_5M", 300))
+                   ws_connections_per_5m=number("EXCHANGE_API_WS_CONNECTIONS_PER_5M", 300),
+                   key_cache_s=number("EXCHANGE_API_KEY_CACHE_MS", 1000) / 1000)
 
 
 @dataclass
@@ -67,6 +76,11 @@ class ApiContext:
     """redis.asyncio client of the read models (the transport's own client)."""
     writer: CommandWriter
     config: ApiConfig = field(default_factory=ApiConfig)
+    keys: KeyCache = field(init=False)
+    """The API keys this process has opened (signed requests look keys up here)."""
+
+    def __post_init__(self) -> None:
+        self.keys = KeyCache(self.client, self.config.key_cache_s)
 
     @property
     def markets(self) -> dict[str, Market]:
@@ -88,6 +102,31 @@ class ApiContext:
     @staticmethod
     def now_ms() -> int:
         return time.time_ns() // 1_000_000
+
+
+def api_context(connection: ASGIConnection[Any, Any, Any, Any]) -> ApiContext:
+    """The API's context from a request or WebSocket (the app's state, not a per-request copy of it:
+    a handler parameter `state: State` makes Litestar build a new State, lock included, per request)."""
+    ctx: ApiContext = connection.app.state.api
+    return ctx
+
+
+async def pages_newest_first(client: Any, stream: str, decode: Callable[[bytes], list[Any]],
+                             page: int = 200) -> AsyncIterator[list[list[Any]]]:
+    """`stream`'s entries read backwards, `page` at a time: per page, each entry's decoded batch, newest first."""
+    upper = "+"
+    while True:
+        entries = await client.xrevrange(stream, max=upper, min="-", count=page)
+        if not entries:
+            return
+        yield [decode(fields[b"d"]) if b"d" in fields else [] for _, fields in entries]
+        last = entries[-1][0]
+        upper = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+
+
+def page_of(items: list[T], limit: int, *, from_start: bool) -> list[T]:
+    """Binance's paging: the first `limit` items when a start (time or id) was given, else the newest `limit`."""
+    return items[:limit] if from_start else items[-limit:]
 
 
 def fmt(value: Decimal, decimals: int = 8) -> str:

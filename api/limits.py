@@ -1,15 +1,21 @@
 """Request-weight rate limits, Binance style: weight per endpoint, per client IP, per minute.
 
-Over the limit a request gets 429, code -1003 and `Retry-After` (seconds to the next
-minute) and `X-MBX-USED-WEIGHT-1M`. Counters live in this process
-(one API worker); with several workers each enforces its own share. Weights are
-fixed per route (Binance varies some with `limit` and `symbol`; ours use the common case).
+Over the limit a request gets 429, code -1003, `Retry-After` (seconds to the next
+minute) and `X-MBX-USED-WEIGHT-1M`. A client that keeps sending after its 429s (more
+than `BAN_AFTER_REJECTED` refused requests in one minute) is banned, as Binance
+does: HTTP 418, code -1003, "IP banned until <ms>", for 2 minutes, doubling for each
+repeated offence up to 3 days; a banned IP's requests are refused without counting.
+Counters live in this process (one API worker); with several workers each enforces
+its own share. Weights are fixed per route (Binance varies some with `limit` and
+`symbol`; ours use the common case). Sign-up and login cost a lot (each hashes a
+password with Argon2), so they weigh a lot.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
 
 from litestar import MediaType, Request, Response
 
@@ -19,40 +25,88 @@ WEIGHTS: Final[dict[str, int]] = {
     "/api/v3/ticker/24hr": 2, "/api/v3/ticker/price": 2, "/api/v3/ticker/bookTicker": 2, "/api/v3/avgPrice": 2,
     "GET /api/v3/order": 4, "/api/v3/openOrders": 6, "/api/v3/allOrders": 20, "/api/v3/myTrades": 20,
     "/api/v3/account": 20,
+    # ours: an Argon2 hash each (tens of ms of CPU), so at most 20 sign-ups and 60 logins per IP and minute
+    "/api/x/signup": 300, "/api/x/login": 100,
 }
+BAN_AFTER_REJECTED: Final = 100
+"""Refused (429) requests of one IP in one minute after which it is banned (418)."""
+BAN_FIRST_S: Final = 120
+BAN_MAX_S: Final = 3 * 24 * 3600
 
 
 def weight_of(method: str, path: str) -> int:
     return WEIGHTS.get(f"{method} {path}", WEIGHTS.get(path, DEFAULT_WEIGHT))
 
 
-class WeightLimiter:
-    """Fixed one-minute windows of used weight per client IP."""
+class Verdict(NamedTuple):
+    """What the limiter says of one request: `status` 200 (go on), 429 (over the limit) or 418 (banned)."""
 
-    def __init__(self, per_minute: int) -> None:
+    status: int
+    used: int
+    """Weight used this minute, this request included (0 for a banned IP)."""
+    retry_s: int
+    """Seconds until the client may send again (the next minute, or the ban's end)."""
+    banned_until_ms: int = 0
+
+
+class WeightLimiter:
+    """Fixed one-minute windows of used weight per client IP, with bans for clients that do not back off."""
+
+    def __init__(self, per_minute: int, ban_after: int = BAN_AFTER_REJECTED) -> None:
         self.per_minute = per_minute
+        self.ban_after = ban_after
         self._minute = 0
         self._used: dict[str, int] = {}
+        self._rejected: dict[str, int] = {}
+        self._banned: dict[str, float] = {}
+        self._offences: dict[str, int] = {}
+        self.clock: Callable[[], float] = time.time
+        """Seconds since the epoch (tests fix it, so a minute does not roll over mid-test)."""
 
     def spend(self, client: str, weight: int, now: float | None = None) -> tuple[int, int]:
         """(weight used this minute including this request, seconds until the window resets)."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         minute = int(now // 60)
         if minute != self._minute:
-            self._minute, self._used = minute, {}
+            self._minute, self._used, self._rejected = minute, {}, {}
         used = self._used.get(client, 0) + weight
         self._used[client] = used
         return used, 60 - int(now % 60)
+
+    def charge(self, client: str, weight: int, now: float | None = None) -> Verdict:
+        """Charge a request of `weight` to `client` and say whether it may go on."""
+        now = self.clock() if now is None else now
+        until = self._banned.get(client)
+        if until is not None:
+            if now < until:
+                return Verdict(418, 0, max(1, int(until - now + 0.999)), int(until * 1000))
+            del self._banned[client]
+        used, retry = self.spend(client, weight, now)
+        if used <= self.per_minute:
+            return Verdict(200, used, retry)
+        rejected = self._rejected[client] = self._rejected.get(client, 0) + 1
+        if rejected <= self.ban_after:
+            return Verdict(429, used, retry)
+        offences = self._offences[client] = self._offences.get(client, 0) + 1
+        seconds = min(BAN_FIRST_S * 2 ** min(offences - 1, 20), BAN_MAX_S)
+        self._banned[client] = now + seconds
+        self._rejected.pop(client, None)
+        return Verdict(418, used, seconds, int((now + seconds) * 1000))
 
     async def before_request(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]] | None:
         if self.per_minute <= 0 or not request.url.path.startswith("/api/"):
             return None
         client = request.client.host if request.client else "?"
-        used, retry = self.spend(client, weight_of(request.method, request.url.path))
-        if used > self.per_minute:
-            return Response({"code": -1003, "msg": f"Too many requests; current limit of IP({client}) is "
-                                                   f"{self.per_minute} requests per minute. Please use the "
-                                                   "websocket for live updates to avoid polling the API."},
-                            status_code=429, media_type=MediaType.JSON,
-                            headers={"Retry-After": str(retry), "X-MBX-USED-WEIGHT-1M": str(used)})
-        return None
+        verdict = self.charge(client, weight_of(request.method, request.url.path))
+        if verdict.status == 200:
+            return None
+        headers = {"Retry-After": str(verdict.retry_s), "X-MBX-USED-WEIGHT-1M": str(verdict.used)}
+        if verdict.status == 418:
+            return Response({"code": -1003, "msg": f"Way too many requests; IP({client}) banned until "
+                                                   f"{verdict.banned_until_ms}. Please use the websocket for live "
+                                                   "updates to avoid bans."},
+                            status_code=418, media_type=MediaType.JSON, headers=headers)
+        return Response({"code": -1003, "msg": f"Too many requests; current limit of IP({client}) is "
+                                               f"{self.per_minute} requests per minute. Please use the "
+                                               "websocket for live updates to avoid polling the API."},
+                        status_code=429, media_type=MediaType.JSON, headers=headers)

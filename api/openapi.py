@@ -26,8 +26,8 @@ from litestar.openapi.spec import (
 )
 from litestar.routes import HTTPRoute
 
+from api.klines import BINANCE_INTERVALS
 from api.params import DECIMAL_LEGAL
-from pipeline.agents.publish.candles import INTERVALS
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,10 @@ PARAMS: Final[dict[tuple[str, str], tuple[Param, ...]]] = {
                                           p("fromId", _int(0))),
     ("GET", "/api/v3/aggTrades"): (p("symbol", SYMBOL, True), p("fromId", _int(0)), *RANGE,
                                    p("limit", _int(1, 1000))),
-    ("GET", "/api/v3/klines"): (p("symbol", SYMBOL, True), p("interval", _str(enum=list(INTERVALS)), True),
-                                *RANGE, p("limit", _int(1, 1000))),
+    ("GET", "/api/v3/klines"): (p("symbol", SYMBOL, True), p("interval", _str(enum=list(BINANCE_INTERVALS)), True),
+                                *RANGE, p("limit", _int(1, 1000), description="more than 1000 reads as 1000"),
+                                p("timeZone", _str(r"^[+-]?[0-9]{1,2}(:[0-9]{2})?$"),
+                                  description="-12:00 to +14:00; the windows of the intervals move with it")),
     ("GET", "/api/v3/ticker/24hr"): (p("symbol", SYMBOL), SYMBOLS, p("type", _str(enum=["FULL", "MINI"]))),
     ("GET", "/api/v3/ticker/price"): (p("symbol", SYMBOL), SYMBOLS),
     ("GET", "/api/v3/ticker/bookTicker"): (p("symbol", SYMBOL), SYMBOLS),

@@ -19,15 +19,24 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 from litestar import Request, Router, delete, get, post
-from litestar.datastructures import State
 
 from api.accounts import ApiKey
 from api.auth import authenticate
-from api.context import ApiContext, fmt, price_str, qty_str, quote_str, units_str
+from api.context import (
+    ApiContext,
+    api_context,
+    fmt,
+    page_of,
+    pages_newest_first,
+    price_str,
+    qty_str,
+    quote_str,
+    units_str,
+)
 from api.errors import ORDER_DOES_NOT_EXIST, UNKNOWN_ORDER, ApiError, illegal, mandatory, not_required, rejection
 from api.params import Params, read_params
 from api.writer import order_id_key
@@ -49,16 +58,11 @@ _balance = msgspec.json.Decoder(BalanceView)
 T = TypeVar("T")
 
 
-def _ctx(state: State) -> ApiContext:
-    ctx: ApiContext = state.api
-    return ctx
-
-
-async def signed_request(request: Request[Any, Any, Any], state: State, permission: str) -> tuple[ApiContext, Params,
-                                                                                           ApiKey]:
-    ctx = _ctx(state)
+async def signed_request(request: Request[Any, Any, Any], permission: str) -> tuple[ApiContext, Params, ApiKey]:
+    """(the API context, the parameters, the API key) of a correctly signed request allowed `permission`."""
+    ctx = api_context(request)
     params = await read_params(request)
-    key = await authenticate(ctx.client, request.headers, params, permission)
+    key = await authenticate(ctx.client, request.headers, params, permission, keys=ctx.keys)
     return ctx, params, key
 
 
@@ -238,26 +242,17 @@ async def user_fills(ctx: ApiContext, account_id: int, symbol: str, order_id: in
                      limit: int = 1000) -> list[OrderUpdate]:
     """The account's recent fills (TRADE reports) in `symbol`, oldest first, from `user.events`."""
     topic = ctx.exchange.published.user
-    stream = topic.stream(topic.partition_for(account_id))
     found: list[OrderUpdate] = []
-    upper, scanned = "+", 0
-    while len(found) < limit and scanned < USER_SCAN_ENTRIES:
-        entries = await ctx.client.xrevrange(stream, max=upper, min="-", count=200)
-        if not entries:
-            break
-        for entry_id, fields in entries:
-            scanned += 1
-            data = fields.get(b"d")
-            if data is None:
-                continue
-            batch = [u for u in topic.batch_decoder.decode(data)
-                     if type(u) is OrderUpdate and u.execution_type == "TRADE" and u.trade_id
-                     and u.account_id == account_id and u.symbol == symbol
-                     and (order_id is None or u.order_id == order_id)]
-            found.extend(reversed(batch))
-            upper = "(" + (entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
-        if order_id is not None and found:
-            break  # an order's fills are written together
+    scanned = 0
+    async for entries in pages_newest_first(ctx.client, topic.stream(topic.partition_for(account_id)),
+                                            topic.batch_decoder.decode):
+        for batch in entries:
+            found.extend(reversed([u for u in batch if type(u) is OrderUpdate and u.execution_type == "TRADE"
+                                   and u.trade_id and u.account_id == account_id and u.symbol == symbol
+                                   and (order_id is None or u.order_id == order_id)]))
+        scanned += len(entries)
+        if len(found) >= limit or scanned >= USER_SCAN_ENTRIES or (order_id is not None and found):
+            break  # (an order's fills are written together)
     found = found[:limit]
     found.reverse()
     return found
@@ -303,13 +298,13 @@ async def place_order(ctx: ApiContext, params: Params, key: ApiKey, *, test: boo
 
 
 @post("/order", status_code=200)
-async def new_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    return await place_order(*await signed_request(request, state, "trade"))
+async def new_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return await place_order(*await signed_request(request, "trade"))
 
 
 @post("/order/test", status_code=200)
-async def test_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    return await place_order(*await signed_request(request, state, "trade"), test=True)
+async def test_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return await place_order(*await signed_request(request, "trade"), test=True)
 
 
 # ------------------------------------------------------------------ query and cancel
@@ -328,8 +323,8 @@ async def order_status(ctx: ApiContext, params: Params, key: ApiKey) -> dict[str
 
 
 @get("/order")
-async def query_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    return await order_status(*await signed_request(request, state, "read"))
+async def query_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return await order_status(*await signed_request(request, "read"))
 
 
 async def _ended(ctx: ApiContext, symbol: str, order_ids: list[int]) -> list[OrderView] | None:
@@ -361,8 +356,8 @@ async def cancel_one(ctx: ApiContext, params: Params, key: ApiKey) -> dict[str, 
 
 
 @delete("/order", status_code=200)
-async def cancel_order(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    return await cancel_one(*await signed_request(request, state, "trade"))
+async def cancel_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return await cancel_one(*await signed_request(request, "trade"))
 
 
 async def _open_views(ctx: ApiContext, account_id: int, symbol: str | None) -> list[OrderView]:
@@ -372,8 +367,8 @@ async def _open_views(ctx: ApiContext, account_id: int, symbol: str | None) -> l
 
 
 @get("/openOrders")
-async def open_orders(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
-    ctx, params, key = await signed_request(request, state, "read")
+async def open_orders(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
+    ctx, params, key = await signed_request(request, "read")
     symbol = params.symbol(required=False)
     if symbol is not None:
         ctx.market(symbol)
@@ -381,8 +376,8 @@ async def open_orders(request: Request[Any, Any, Any], state: State) -> list[dic
 
 
 @delete("/openOrders", status_code=200)
-async def cancel_open_orders(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
-    ctx, params, key = await signed_request(request, state, "trade")
+async def cancel_open_orders(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
+    ctx, params, key = await signed_request(request, "trade")
     symbol = params.symbol()
     assert symbol is not None
     market = ctx.market(symbol)
@@ -398,43 +393,56 @@ async def cancel_open_orders(request: Request[Any, Any, Any], state: State) -> l
     return [cancel_json(market, v, v.client_order_id, ts // MS) for v in ended if v.status == "CANCELED"]
 
 
-@get("/allOrders")
-async def all_orders(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
-    """The account's orders in one market (from its client-id map; a reused client id shows its latest order)."""
-    ctx, params, key = await signed_request(request, state, "read")
+class History(NamedTuple):
+    """A signed query of an account's history in one market (allOrders, myTrades)."""
+
+    ctx: ApiContext
+    params: Params
+    key: ApiKey
+    market: Market
+    start: int | None
+    end: int | None
+    limit: int
+
+    def within(self, ts_ns: int) -> bool:
+        """Whether a time (ns) is in the query's [startTime, endTime] (ms)."""
+        ms = ts_ns // MS
+        return (self.start is None or ms >= self.start) and (self.end is None or ms <= self.end)
+
+
+async def history_request(request: Request[Any, Any, Any]) -> History:
+    ctx, params, key = await signed_request(request, "read")
     symbol = params.symbol()
     assert symbol is not None
-    market = ctx.market(symbol)
-    from_id = params.integer("orderId", low=0)
-    start = params.integer("startTime", low=0)
-    end = params.integer("endTime", low=0)
-    limit = params.integer("limit", low=1, high=1000) or 500
-    ids = sorted({int(v) for v in (await ctx.client.hgetall(f"clientid:{key.account_id}:{symbol}")).values()})
+    return History(ctx, params, key, ctx.market(symbol), params.integer("startTime", low=0),
+                   params.integer("endTime", low=0), params.integer("limit", low=1, high=1000) or 500)
+
+
+@get("/allOrders")
+async def all_orders(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
+    """The account's orders in one market (from its client-id map; a reused client id shows its latest order)."""
+    q = await history_request(request)
+    symbol, account_id = q.market.symbol, q.key.account_id
+    from_id = q.params.integer("orderId", low=0)
+    ids = sorted({int(v) for v in (await q.ctx.client.hgetall(f"clientid:{account_id}:{symbol}")).values()})
     if from_id is not None:
         ids = [i for i in ids if i >= from_id]
-    raw = await ctx.client.mget([f"order:{symbol}:{i}" for i in ids]) if ids else []
-    views = [v for v in (_view.decode(r) for r in raw if r) if v.account_id == key.account_id
-             and (start is None or v.created_ts // MS >= start) and (end is None or v.created_ts // MS <= end)]
-    views = views[:limit] if from_id is not None or start is not None else views[-limit:]
-    return [order_json(market, v) for v in views]
+    raw = await q.ctx.client.mget([f"order:{symbol}:{i}" for i in ids]) if ids else []
+    views = [v for v in (_view.decode(r) for r in raw if r) if v.account_id == account_id and q.within(v.created_ts)]
+    return [order_json(q.market, v) for v in page_of(views, q.limit, from_start=from_id is not None or
+                                                      q.start is not None)]
 
 
 @get("/myTrades")
-async def my_trades(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
+async def my_trades(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
     """The account's recent trades in one market (recent `user.events` history; older ones need PostgreSQL)."""
-    ctx, params, key = await signed_request(request, state, "read")
-    symbol = params.symbol()
-    assert symbol is not None
-    market = ctx.market(symbol)
-    order_id = params.integer("orderId", low=1)
-    from_id = params.integer("fromId", low=0)
-    start = params.integer("startTime", low=0)
-    end = params.integer("endTime", low=0)
-    limit = params.integer("limit", low=1, high=1000) or 500
-    fills = await user_fills(ctx, key.account_id, symbol, order_id)
-    fills = [f for f in fills if (from_id is None or f.trade_id >= from_id)
-             and (start is None or f.ts // MS >= start) and (end is None or f.ts // MS <= end)]
-    fills = fills[:limit] if from_id is not None or start is not None else fills[-limit:]
+    q = await history_request(request)
+    market, symbol = q.market, q.market.symbol
+    order_id = q.params.integer("orderId", low=1)
+    from_id = q.params.integer("fromId", low=0)
+    fills = await user_fills(q.ctx, q.key.account_id, symbol, order_id)
+    fills = page_of([f for f in fills if (from_id is None or f.trade_id >= from_id) and q.within(f.ts)], q.limit,
+                    from_start=from_id is not None or q.start is not None)
     return [{"symbol": symbol, "id": f.trade_id, "orderId": f.order_id, "orderListId": -1,
              "price": price_str(market, f.last_price_ticks), "qty": qty_str(market, f.last_qty_lots),
              "quoteQty": quote_str(market, f.last_quote), "commission": quote_str(market, f.commission),
@@ -443,8 +451,8 @@ async def my_trades(request: Request[Any, Any, Any], state: State) -> list[dict[
 
 
 @get("/account")
-async def account(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    ctx, params, key = await signed_request(request, state, "read")
+async def account(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    ctx, params, key = await signed_request(request, "read")
     omit_zero = (params.text("omitZeroBalances") or "false").lower() == "true"
     raw = await ctx.client.hgetall(f"balances:{key.account_id}")
     assets = ctx.assets()

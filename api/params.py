@@ -11,7 +11,7 @@ import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from litestar import Request
 
@@ -112,12 +112,22 @@ class Params:
 
 
 def _pairs(raw: str, where: str) -> list[tuple[str, str]]:
+    """`name=value&...` pairs, as `parse_qsl(strict_parsing=True, keep_blank_values=True)` reads them,
+    at a fraction of its cost for the usual text that needs no unquoting (this runs on every order)."""
     if not raw:
         return []
-    try:
-        return parse_qsl(raw, keep_blank_values=True, strict_parsing=True, max_num_fields=MAX_PARAMS + 1)
-    except ValueError:
-        raise ApiError(-1101, f"Malformed or too many parameters in the request {where}.") from None
+    parts = raw.split("&")
+    if len(parts) > MAX_PARAMS:
+        raise ApiError(-1101, "Too many parameters sent for this endpoint.")
+    pairs = []
+    for part in parts:
+        name, eq, value = part.partition("=")
+        if not eq:
+            raise ApiError(-1101, f"Malformed parameters in the request {where}.")
+        if "%" in part or "+" in part:
+            name, value = unquote_plus(name), unquote_plus(value)
+        pairs.append((name, value))
+    return pairs
 
 
 async def read_params(request: Request[Any, Any, Any]) -> Params:

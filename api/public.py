@@ -12,10 +12,18 @@ from typing import Any, Final
 
 import msgspec
 from litestar import Request, Router, get
-from litestar.datastructures import State
 
-from api.context import ApiContext, price_str, qty_str, quote_str
+from api.context import ApiContext, api_context, page_of, pages_newest_first, price_str, qty_str, quote_str
 from api.errors import ApiError
+from api.klines import (
+    BINANCE_INTERVALS,
+    MAX_BASE_CANDLES,
+    base_interval,
+    build,
+    time_zone_offset_ns,
+    window_end,
+    window_start,
+)
 from api.params import Params, read_params
 from pipeline.agents.publish.candles import INTERVALS
 from pipeline.agents.publish.messages import Candle, Trade
@@ -32,11 +40,6 @@ ORDER_TYPES: Final = ["LIMIT", "LIMIT_MAKER", "MARKET"]
 STP_MODES: Final = ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"]
 
 _candle = msgspec.json.Decoder(Candle)
-
-
-def _ctx(state: State) -> ApiContext:
-    ctx: ApiContext = state.api
-    return ctx
 
 
 def _text(value: Any) -> str:
@@ -98,8 +101,8 @@ def symbol_info(market: Market, status: str) -> dict[str, Any]:
 
 
 @get("/exchangeInfo")
-async def exchange_info(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    ctx = _ctx(state)
+async def exchange_info(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    ctx = api_context(request)
     params = await read_params(request)
     symbols, _ = _selected(ctx, params)
     status = await market_status(ctx, symbols)
@@ -109,14 +112,20 @@ async def exchange_info(request: Request[Any, Any, Any], state: State) -> dict[s
             "symbols": [symbol_info(ctx.markets[s], status[s]) for s in symbols]}
 
 
-@get("/depth")
-async def depth(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    """The book from the read model: both sides and lastUpdateId read in one MULTI/EXEC."""
-    ctx = _ctx(state)
+async def market_request(request: Request[Any, Any, Any]) -> tuple[ApiContext, Params, Market]:
+    """What every one-market endpoint reads first: the context, the parameters and the `symbol`'s market."""
+    ctx = api_context(request)
     params = await read_params(request)
     symbol = params.symbol()
     assert symbol is not None
-    market = ctx.market(symbol)
+    return ctx, params, ctx.market(symbol)
+
+
+@get("/depth")
+async def depth(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The book from the read model: both sides and lastUpdateId read in one MULTI/EXEC."""
+    ctx, params, market = await market_request(request)
+    symbol = market.symbol
     limit = params.integer("limit", low=1, high=DEPTH_MAX) or DEPTH_DEFAULT
     last_id, bids, asks = await read_book(ctx, symbol)
     return {"lastUpdateId": last_id,
@@ -152,19 +161,14 @@ async def scan_trades(ctx: ApiContext, symbol: str, enough: Callable[[list[Trade
     found: list[Trade] = []
     scanned = 0
     for stream in topic.streams:
-        upper = "+"
-        while not enough(found) and scanned < TRADES_SCAN_ENTRIES:
-            entries = await ctx.client.xrevrange(stream, max=upper, min="-", count=200)
-            if not entries:
+        if enough(found) or scanned >= TRADES_SCAN_ENTRIES:
+            break
+        async for entries in pages_newest_first(ctx.client, stream, topic.batch_decoder.decode):
+            for batch in entries:
+                found.extend(reversed([t for t in batch if t.symbol == symbol]))
+            scanned += len(entries)
+            if enough(found) or scanned >= TRADES_SCAN_ENTRIES:
                 break
-            for _, fields in entries:
-                scanned += 1
-                data = fields.get(b"d")
-                if data is None:
-                    continue
-                batch = [t for t in topic.batch_decoder.decode(data) if t.symbol == symbol]
-                found.extend(reversed(batch))
-            upper = "(" + _text(entries[-1][0])
     found.reverse()
     return found
 
@@ -180,29 +184,24 @@ async def trades_from(ctx: ApiContext, symbol: str, from_id: int, limit: int) ->
     return [t for t in found if t.trade_id >= from_id][:limit]
 
 
-async def _trades_query(
-    request: Request[Any, Any, Any], state: State
-) -> tuple[ApiContext, Params, str, Market, int]:
+async def _trades_query(request: Request[Any, Any, Any]) -> tuple[ApiContext, Params, str, Market, int]:
     """What every trades endpoint reads first: context, parameters, symbol, market and limit."""
-    ctx = _ctx(state)
-    params = await read_params(request)
-    symbol = params.symbol()
-    assert symbol is not None
-    market = ctx.market(symbol)
+    ctx, params, market = await market_request(request)
+    symbol = market.symbol
     limit = params.integer("limit", low=1, high=TRADES_MAX) or TRADES_DEFAULT
     return ctx, params, symbol, market, limit
 
 
 @get("/trades")
-async def trades(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
-    ctx, _, symbol, market, limit = await _trades_query(request, state)
+async def trades(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
+    ctx, _, symbol, market, limit = await _trades_query(request)
     return [trade_json(market, t) for t in await recent_trades(ctx, symbol, limit)]
 
 
 @get("/historicalTrades")
-async def historical_trades(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
+async def historical_trades(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
     """Trades from `fromId` (default: the most recent ones), as far back as the recent history goes."""
-    ctx, params, symbol, market, limit = await _trades_query(request, state)
+    ctx, params, symbol, market, limit = await _trades_query(request)
     from_id = params.integer("fromId", low=0)
     found = await (recent_trades(ctx, symbol, limit) if from_id is None else trades_from(ctx, symbol, from_id, limit))
     return [trade_json(market, t) for t in found]
@@ -225,9 +224,9 @@ def aggregate(found: list[Trade]) -> list[list[Trade]]:
 
 
 @get("/aggTrades")
-async def agg_trades(request: Request[Any, Any, Any], state: State) -> list[dict[str, Any]]:
+async def agg_trades(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
     """Aggregate trades; an aggregate's id `a` is the id of its first trade."""
-    ctx, params, symbol, market, limit = await _trades_query(request, state)
+    ctx, params, symbol, market, limit = await _trades_query(request)
     from_id = params.integer("fromId", low=0)
     start = params.integer("startTime", low=0)
     end = params.integer("endTime", low=0)
@@ -244,7 +243,7 @@ async def agg_trades(request: Request[Any, Any, Any], state: State) -> list[dict
                                                                                  and f[-1].ts // MS < end - 3_600_000))
         found = [t for t in found if end is None or t.ts // MS <= end]
     groups = aggregate(found)
-    groups = groups[:limit] if from_id is not None or start is not None else groups[-limit:]
+    groups = page_of(groups, limit, from_start=from_id is not None or start is not None)
     return [{"a": g[0].trade_id, "p": price_str(market, g[0].price_ticks),
              "q": qty_str(market, sum(t.qty_lots for t in g)), "f": g[0].trade_id, "l": g[-1].trade_id,
              "T": g[0].ts // MS, "m": g[0].buyer_is_maker, "M": True} for g in groups]
@@ -274,30 +273,55 @@ def fill_gaps(candles: list[Candle], length: int) -> list[Candle]:
 
 
 @get("/klines")
-async def klines(request: Request[Any, Any, Any], state: State) -> list[list[Any]]:
-    ctx = _ctx(state)
-    params = await read_params(request)
-    symbol = params.symbol()
-    assert symbol is not None
-    market = ctx.market(symbol)
+async def klines(request: Request[Any, Any, Any]) -> list[list[Any]]:
+    """Binance klines: every Binance interval and `timeZone` (`api.klines`); `limit` above 1000 reads as 1000."""
+    ctx, params, market = await market_request(request)
+    symbol = market.symbol
     interval = params.req("interval")
-    if interval not in INTERVALS:
-        raise ApiError(-1120, "Invalid interval.")
+    offset = time_zone_offset_ns(params.text("timeZone"))
+    base = base_interval(interval, offset)
     start = params.integer("startTime", low=0)
     end = params.integer("endTime", low=0)
-    limit = params.integer("limit", low=1, high=KLINES_MAX) or KLINES_DEFAULT
+    limit = min(params.integer("limit", low=1) or KLINES_DEFAULT, KLINES_MAX)  # Binance caps it, not refuses
     if start is not None and end is not None and start > end:
         raise ApiError(-1102, "startTime must be less than endTime.")
-    key = f"candles:{symbol}:{interval}"
-    low = "-inf" if start is None else str(start - INTERVALS[interval] // MS + 1)
-    high = "+inf" if end is None else str(end)
-    if start is not None:
-        raw = await ctx.client.zrangebyscore(key, low, high, start=0, num=limit)
+    direct = base == interval and offset == 0
+    per_window = 1 if direct else -(-BINANCE_INTERVALS[interval] // INTERVALS[base])
+    count = min(limit * per_window + per_window, MAX_BASE_CANDLES)
+    window_of = window_start(interval, offset)
+    low_ms = None if start is None else window_of(start * MS) // MS
+    candles = await _read_candles(ctx, symbol, base, low_ms, end, count)
+    if not direct:
+        cut = len(candles) >= count
+        first = window_of(candles[0].open_ts) if candles else 0
+        complete_from = first if not cut or start is not None or candles[0].open_ts == first else (
+            window_end(interval, offset, first) + 1)
+        candles = fill_gaps(candles, INTERVALS[base])
+        built = build(candles, interval, offset, complete_from)
+        if cut and start is not None and built and built[-1].close_ts > candles[-1].close_ts:
+            built.pop()  # the read stopped inside the last window
+        candles = built
     else:
-        raw = list(reversed(await ctx.client.zrevrangebyscore(key, high, low, start=0, num=limit)))
-    candles = fill_gaps([_candle.decode(m) for m in raw], INTERVALS[interval])
-    candles = [c for c in candles if c.close_ts // MS >= start][:limit] if start is not None else candles[-limit:]
+        candles = fill_gaps(candles, INTERVALS[interval])
+    if end is not None:
+        candles = [c for c in candles if c.open_ts // MS <= end]
+    if start is not None:
+        candles = [c for c in candles if c.close_ts // MS >= start]
+    candles = page_of(candles, limit, from_start=start is not None)
     return [kline_row(market, c) for c in candles]
+
+
+async def _read_candles(ctx: ApiContext, symbol: str, interval: str, low_ms: int | None, end_ms: int | None,
+                        count: int) -> list[Candle]:
+    """Up to `count` kept `interval` candles: the first from `low_ms` on, else the newest up to `end_ms`."""
+    key = f"candles:{symbol}:{interval}"
+    low = "-inf" if low_ms is None else str(low_ms - INTERVALS[interval] // MS + 1)
+    high = "+inf" if end_ms is None else str(end_ms)
+    if low_ms is not None:
+        raw = await ctx.client.zrangebyscore(key, low, high, start=0, num=count)
+    else:
+        raw = list(reversed(await ctx.client.zrevrangebyscore(key, high, low, start=0, num=count)))
+    return [_candle.decode(m) for m in raw]
 
 
 async def _tickers(ctx: ApiContext, symbols: list[str]) -> list[tuple[dict[str, int], dict[str, int]]]:
@@ -329,11 +353,7 @@ def ticker_24hr(market: Market, t: dict[str, int], b: dict[str, int], now_ms: in
                     "prevClosePrice": price_str(market, open_ticks)})
     out["lastPrice"] = price_str(market, last)
     if not mini:
-        out.update({"lastQty": qty_str(market, t.get("last_qty_lots", 0)),
-                    "bidPrice": price_str(market, b.get("bid_price_ticks", 0)),
-                    "bidQty": qty_str(market, b.get("bid_qty_lots", 0)),
-                    "askPrice": price_str(market, b.get("ask_price_ticks", 0)),
-                    "askQty": qty_str(market, b.get("ask_qty_lots", 0))})
+        out.update({"lastQty": qty_str(market, t.get("last_qty_lots", 0)), **book_json(market, b)})
     out.update({"openPrice": price_str(market, open_ticks), "highPrice": price_str(market, g("high_ticks")),
                 "lowPrice": price_str(market, g("low_ticks")), "volume": qty_str(market, volume),
                 "quoteVolume": quote_str(market, quote_volume),
@@ -344,53 +364,52 @@ def ticker_24hr(market: Market, t: dict[str, int], b: dict[str, int], now_ms: in
     return out
 
 
-@get("/ticker/24hr")
-async def ticker_24h(request: Request[Any, Any, Any], state: State) -> Any:
-    ctx = _ctx(state)
-    params = await read_params(request)
+TickerRow = Callable[[Market, dict[str, int], dict[str, int]], dict[str, Any]]
+
+
+async def _ticker_rows(request: Request[Any, Any, Any], params: Params, row: TickerRow) -> Any:
+    """`row(market, ticker, book ticker)` of the asked market (`symbol`), of several (`symbols`) or of all."""
+    ctx = api_context(request)
     symbols, single = _selected(ctx, params)
+    rows = [row(ctx.markets[s], t, b) for s, (t, b) in zip(symbols, await _tickers(ctx, symbols), strict=True)]
+    return rows[0] if single else rows
+
+
+def book_json(market: Market, b: dict[str, int]) -> dict[str, Any]:
+    """Best bid and offer (bookTicker; also part of ticker/24hr)."""
+    return {"bidPrice": price_str(market, b.get("bid_price_ticks", 0)),
+            "bidQty": qty_str(market, b.get("bid_qty_lots", 0)),
+            "askPrice": price_str(market, b.get("ask_price_ticks", 0)),
+            "askQty": qty_str(market, b.get("ask_qty_lots", 0))}
+
+
+@get("/ticker/24hr")
+async def ticker_24h(request: Request[Any, Any, Any]) -> Any:
+    params = await read_params(request)
     kind = params.text("type") or "FULL"
     if kind not in ("FULL", "MINI"):
         raise ApiError(-1100, "Illegal characters found in parameter 'type'; legal range is 'FULL, MINI'.")
-    now = ctx.now_ms()
-    rows = [ticker_24hr(ctx.markets[s], t, b, now, kind == "MINI")
-            for s, (t, b) in zip(symbols, await _tickers(ctx, symbols), strict=True)]
-    return rows[0] if single else rows
+    now = api_context(request).now_ms()
+    return await _ticker_rows(request, params, lambda m, t, b: ticker_24hr(m, t, b, now, kind == "MINI"))
 
 
 @get("/ticker/price")
-async def ticker_price(request: Request[Any, Any, Any], state: State) -> Any:
-    ctx = _ctx(state)
-    params = await read_params(request)
-    symbols, single = _selected(ctx, params)
-    rows = [{"symbol": s, "price": price_str(ctx.markets[s], t.get("last_ticks", 0))}
-            for s, (t, _) in zip(symbols, await _tickers(ctx, symbols), strict=True)]
-    return rows[0] if single else rows
+async def ticker_price(request: Request[Any, Any, Any]) -> Any:
+    return await _ticker_rows(request, await read_params(request),
+                              lambda m, t, _: {"symbol": m.symbol, "price": price_str(m, t.get("last_ticks", 0))})
 
 
 @get("/ticker/bookTicker")
-async def book_ticker(request: Request[Any, Any, Any], state: State) -> Any:
-    ctx = _ctx(state)
-    params = await read_params(request)
-    symbols, single = _selected(ctx, params)
-    rows = []
-    for s, (_, b) in zip(symbols, await _tickers(ctx, symbols), strict=True):
-        m = ctx.markets[s]
-        rows.append({"symbol": s, "bidPrice": price_str(m, b.get("bid_price_ticks", 0)),
-                     "bidQty": qty_str(m, b.get("bid_qty_lots", 0)),
-                     "askPrice": price_str(m, b.get("ask_price_ticks", 0)),
-                     "askQty": qty_str(m, b.get("ask_qty_lots", 0))})
-    return rows[0] if single else rows
+async def book_ticker(request: Request[Any, Any, Any]) -> Any:
+    return await _ticker_rows(request, await read_params(request),
+                              lambda m, _, b: {"symbol": m.symbol, **book_json(m, b)})
 
 
 @get("/avgPrice")
-async def avg_price(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+async def avg_price(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Volume-weighted price of the last 5 minutes (from the 1m candles), else the last price."""
-    ctx = _ctx(state)
-    params = await read_params(request)
-    symbol = params.symbol()
-    assert symbol is not None
-    market = ctx.market(symbol)
+    ctx, _, market = await market_request(request)
+    symbol = market.symbol
     now = ctx.now_ms()
     raw = await ctx.client.zrangebyscore(f"candles:{symbol}:1m", str(now - 5 * 60_000 - 59_999), "+inf")
     candles = [_candle.decode(m) for m in raw]

@@ -13,7 +13,6 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, Router, post
-from litestar.datastructures import State
 
 from api.errors import UNKNOWN_ORDER, ApiError, illegal, rejection
 from api.orders import (
@@ -44,8 +43,8 @@ def _failure(cancel: str, new: str, cancel_response: Any, new_response: Any) -> 
 
 
 @post("/order/cancelReplace", status_code=200)
-async def cancel_replace(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
-    ctx, params, key = await signed_request(request, state, "trade")
+async def cancel_replace(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    ctx, params, key = await signed_request(request, "trade")
     mode = params.req("cancelReplaceMode")
     if mode != "STOP_ON_FAILURE":
         raise illegal("cancelReplaceMode", "STOP_ON_FAILURE")

@@ -13,10 +13,14 @@ makes with the cookie, must send `X-Exchange-Session: 1` (see `api.sessions`).
 Passwords are hashed with Argon2id (argon2-cffi, RFC 9106 parameters) in a worker
 thread, so hashing does not stall the event loop; a login for an unknown name still
 verifies against a dummy hash, so timing does not tell which names exist. After
-`LOGIN_FAILURES_MAX` failed logins a name is locked for `LOGIN_LOCK_S` seconds.
+`LOGIN_FAILURES_MAX` failed logins a name is locked for `LOGIN_LOCK_S` seconds, and
+after `LOGIN_IP_FAILURES_MAX` failed logins from one client IP (whatever the names)
+that IP's logins are refused as long. Sign-up and login also carry heavy request
+weights in the per-IP rate limit (`api.limits`).
 
 Redis keys: ``user:{lower-case name}`` -> hash ``name``, ``account_id``, ``password``
-(the Argon2 hash); ``loginfail:{lower-case name}`` -> failed attempts (expiring).
+(the Argon2 hash); ``loginfail:{lower-case name}`` and ``loginfail:ip:{ip}`` -> failed
+attempts (expiring).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ PASSWORD_MIN: Final = 8
 PASSWORD_MAX: Final = 128
 LOGIN_FAILURES_MAX: Final = 10
 LOGIN_LOCK_S: Final = 900
+LOGIN_IP_FAILURES_MAX: Final = 100
+"""Failed logins from one client IP (any names) within `LOGIN_LOCK_S` after which its logins are refused."""
 
 
 @dataclass(frozen=True)
@@ -150,16 +156,21 @@ def users_router(config: UsersConfig | None = None) -> Router:
         if not USERNAME_RE.match(name) or len(password) > PASSWORD_MAX:
             raise ApiError(-1002, "Incorrect username or password.", 401)  # no such account can exist
         lower = name.lower()
-        failures = int(await client.get(f"loginfail:{lower}") or 0)
+        by_ip = f"loginfail:ip:{request.client.host if request.client else '?'}"
+        failures, ip_failures = (int(v or 0) for v in await client.mget([f"loginfail:{lower}", by_ip]))
         if failures >= LOGIN_FAILURES_MAX:
             raise ApiError(-1003, "Too many failed logins for this username; try again later.", 429,
+                           {"Retry-After": str(LOGIN_LOCK_S)})
+        if ip_failures >= LOGIN_IP_FAILURES_MAX:  # one client trying many names (credential stuffing)
+            raise ApiError(-1003, "Too many failed logins from this address; try again later.", 429,
                            {"Retry-After": str(LOGIN_LOCK_S)})
         record = {_text(k): _text(v) for k, v in (await client.hgetall(f"user:{lower}")).items()}
         stored = record.get("password") if record.get("account_id") else None
         if not await users.verify(stored, password):
             async with client.pipeline(transaction=True) as pipe:
-                pipe.incr(f"loginfail:{lower}")
-                pipe.expire(f"loginfail:{lower}", LOGIN_LOCK_S)
+                for counter in (f"loginfail:{lower}", by_ip):
+                    pipe.incr(counter)
+                    pipe.expire(counter, LOGIN_LOCK_S)
                 await pipe.execute()
             raise ApiError(-1002, "Incorrect username or password.", 401)
         assert stored is not None

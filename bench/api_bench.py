@@ -1,12 +1,16 @@
 """API order entry benchmark: HTTP (`newOrderRespType=ACK`) and WebSocket API (`order.place`),
 against a bare Litestar POST measured in the same run as the reference.
 
-    .venv/bin/python -m bench.api_bench --seconds 8 [--rate 5000] [--write-docs]
+    .venv/bin/python -m bench.api_bench --seconds 4 --rounds 3 [--rate 5000] [--write-docs]
 
-Three processes per case: a private Valkey (AOF everysec), the server (one uvicorn
-worker; for the exchange cases the five agents run in the same process as asyncio
-tasks, as `exchange up` runs them), and the load generator (aiohttp / websockets),
-so the client's CPU is not the server's. Cases:
+A private Valkey (AOF everysec) and three servers, each one uvicorn worker (httptools
+parser when installed; uvloop unless `--loop asyncio`), all started once: the bare app,
+the exchange (the five agents in the same process as asyncio tasks, as `exchange up`
+runs them) and the API alone (no agents, its own Redis database). The load generator
+is a separate process per case, so the client's CPU is not the server's. The cases
+take turns for `--rounds` rounds (a change in the shared box's load then hits each
+alike); the table gives medians, ratios taken round by round against the baseline of
+the same round, and the server process's CPU per answered request (from /proc). Cases:
 
 - **bare Litestar POST** (baseline): one handler that validates a msgspec body and
   answers it; what one worker can do with no exchange behind it.
@@ -14,6 +18,7 @@ so the client's CPU is not the server's. Cases:
   is durably in `orders.in`), closed loop with `--concurrency` requests in flight.
 - **WebSocket order entry**: signed `order.place` with ACK over `/ws-api/v3`,
   `--connections` sockets with `--window` requests in flight on each.
+- **API only**: the same two against the API without agents: the API's own cost.
 - **paced** (with `--rate`): HTTP and WebSocket at a fixed offered rate, latency measured
   from each request's scheduled time (no coordinated omission).
 
@@ -28,12 +33,14 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
@@ -44,6 +51,8 @@ PRICE: Final = "30000.00"
 QTY: Final = "0.001"
 DOCS: Final = Path(__file__).resolve().parent.parent / "docs" / "bench-api.md"
 PORT_BASE: Final = int(os.environ.get("BENCH_API_PORT", "8650"))
+BASELINE: Final = "bare Litestar POST (baseline)"
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------ servers (child processes)
@@ -67,8 +76,12 @@ def bare_app() -> Any:
     return Litestar(route_handlers=[order])
 
 
-async def serve_exchange(redis_url: str, port: int) -> None:
-    """The exchange (agents + API, one process) on `port`; prints the funded account's key as JSON."""
+async def serve_exchange(redis_url: str, port: int, agents: bool = True, http: str = "auto") -> None:
+    """The exchange (agents + API, one process) on `port`; prints the funded account's key as JSON.
+
+    Without `agents` only the API runs (orders are acknowledged once in `orders.in`, nothing
+    consumes them, the account is not funded): what the API costs by itself.
+    """
     import uvicorn
 
     from api.accounts import create_account
@@ -81,25 +94,38 @@ async def serve_exchange(redis_url: str, port: int) -> None:
 
     transport = RedisTransport(redis_url)
     exchange = build_exchange(transport)
-    await exchange.app.start()
-    await exchange.app.wait_running()
+    if agents:
+        await exchange.app.start()
+        await exchange.app.wait_running()
     key = await create_account(transport.client, "bench")
-    for asset, units in (("BTC", 10_000 * 10**8), ("USDT", 10**9 * 10**8)):
+    for asset, units in (("BTC", 10_000 * 10**8), ("USDT", 10**9 * 10**8)) if agents else ():
         await exchange.orders_in.send(Deposit(time.time_ns(), key.account_id, asset, units), key=key.account_id)
-    while len(await transport.client.hgetall(f"balances:{key.account_id}")) < 2:
+    while agents and len(await transport.client.hgetall(f"balances:{key.account_id}")) < 2:
         await asyncio.sleep(0.05)
     app = create_app(exchange, config=ApiConfig(weight_per_minute=0, ws_connections_per_5m=0,
                                                  ws_queue=100_000))
     tune_gc()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on", access_log=False))
+                                           lifespan="on", access_log=False, http=http))
     serving = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
     print(json.dumps({"api_key": key.api_key, "secret": key.secret}), flush=True)
     await serving
-    await exchange.app.stop()
+    if agents:
+        await exchange.app.stop()
     await transport.close()
+
+
+def run_on_loop(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """`asyncio.run(main)` on uvloop's event loop (`loop="uvloop"`) or asyncio's own."""
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def serve_main(args: argparse.Namespace) -> None:
@@ -107,7 +133,7 @@ def serve_main(args: argparse.Namespace) -> None:
         import uvicorn
 
         server = uvicorn.Server(uvicorn.Config(bare_app(), host="127.0.0.1", port=args.port, log_level="warning",
-                                               access_log=False))
+                                               access_log=False, http=args.http))
 
         async def run() -> None:
             serving = asyncio.create_task(server.serve())
@@ -116,21 +142,32 @@ def serve_main(args: argparse.Namespace) -> None:
             print(json.dumps({}), flush=True)
             await serving
 
-        asyncio.run(run())
+        run_on_loop(run(), args.loop)
     else:
-        asyncio.run(serve_exchange(args.redis, args.port))
+        run_on_loop(serve_exchange(args.redis, args.port, agents=args.kind == "exchange", http=args.http), args.loop)
+
+
+@dataclass
+class Served:
+    """A server child process: its pid, base URL, and the funded account's key (exchange only)."""
+
+    pid: int
+    url: str
+    key: dict[str, str]
 
 
 @contextlib.contextmanager
-def server_process(kind: str, port: int, redis_url: str, env: dict[str, str]) -> Iterator[dict[str, str]]:
+def server_process(kind: str, port: int, redis_url: str, env: dict[str, str],
+                   loop: str = "uvloop", http: str = "auto") -> Iterator[Served]:
     process = subprocess.Popen([sys.executable, "-m", "bench.api_bench", "serve", "--kind", kind, "--port", str(port),
-                                "--redis", redis_url], stdout=subprocess.PIPE, text=True, env=env)
+                                "--redis", redis_url, "--loop", loop, "--http", http], stdout=subprocess.PIPE,
+                               text=True, env=env)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         if not line:
             raise RuntimeError(f"the {kind} server did not start")
-        yield json.loads(line)
+        yield Served(process.pid, f"http://127.0.0.1:{port}", json.loads(line))
     finally:
         process.terminate()
         try:
@@ -303,18 +340,38 @@ async def ws_load(args: argparse.Namespace, key: dict[str, str]) -> dict[str, An
 
 def load_main(args: argparse.Namespace) -> None:
     key = json.loads(args.key)
-    result = asyncio.run(ws_load(args, key) if args.mode == "ws" else http_load(args, key))
+    result = run_on_loop(ws_load(args, key) if args.mode == "ws" else http_load(args, key), args.loop)
     print(json.dumps(result), flush=True)
 
 
-def run_load(mode: str, url: str, key: dict[str, str], args: argparse.Namespace, rate: int = 0) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.api_bench", "load", "--mode", mode, "--url", url, "--key", json.dumps(key),
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (the load generators)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_load(mode: str, server: Served, args: argparse.Namespace, rate: int = 0) -> dict[str, Any]:
+    """One case against `server`; the load generator's result plus the server's CPU per answered request."""
+    command = [sys.executable, "-m", "bench.api_bench", "load", "--mode", mode, "--url", server.url,
+               "--key", json.dumps(server.key),
                "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
-               "--connections", str(args.connections), "--window", str(args.window), "--rate", str(rate)]
+               "--connections", str(args.connections), "--window", str(args.window), "--rate", str(rate),
+               "--loop", args.loop]
+    cpu_before, client_before = cpu_seconds(server.pid), _children_cpu()
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 120)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    answered = max(1, result["ok"])
+    result["cpu_us"] = (cpu_seconds(server.pid) - cpu_before) / answered * 1e6
+    result["client_cpu_us"] = (_children_cpu() - client_before) / answered * 1e6
     return result
 
 
@@ -325,19 +382,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve")
-    serve.add_argument("--kind", choices=["bare", "exchange"], required=True)
+    serve.add_argument("--kind", choices=["bare", "exchange", "api"], required=True)
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--redis", default="")
     load = sub.add_parser("load")
     load.add_argument("--mode", choices=["bare", "http", "ws"], required=True)
     load.add_argument("--key", default="{}")
     load.add_argument("--url", required=True)
+    for p in (parser, load, serve):
+        p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                       help="event loop of the servers and the load generator")
+    for p in (parser, serve):
+        p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
+                       help="uvicorn's HTTP parser (auto: httptools when installed)")
     for p in (parser, load):
         p.add_argument("--seconds", type=float, default=8.0)
         p.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight (closed loop)")
         p.add_argument("--connections", type=int, default=4, help="WebSocket connections")
         p.add_argument("--window", type=int, default=64, help="WebSocket requests in flight per connection")
         p.add_argument("--rate", type=int, default=0, help="also run paced at this offered orders/s")
+    parser.add_argument("--rounds", type=int, default=3, help="the cases take turns this many times (medians)")
     parser.add_argument("--write-docs", action="store_true", help=f"write the results to {DOCS}")
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -347,29 +411,42 @@ def main(argv: list[str] | None = None) -> None:
         load_main(args)
         return
     env = {**os.environ, "EXCHANGE_SECRET_KEY": os.environ.get("EXCHANGE_SECRET_KEY") or _new_key()}
-    rows: list[tuple[str, dict[str, Any]]] = []
-    with running_valkey(appendonly=True, appendfsync="everysec") as valkey:
-        print(f"valkey {valkey.url}; {args.seconds:g} s per case", flush=True)
-        with server_process("bare", PORT_BASE, valkey.url, env) as key:
-            rows.append(("bare Litestar POST (baseline)", run_load("bare", f"http://127.0.0.1:{PORT_BASE}", key, args)))
-            print(_row(*rows[-1], rows[0][1]), flush=True)
-        cases = [("HTTP order entry, ACK", "http", 0), ("WebSocket order entry, ACK", "ws", 0)]
+    results: dict[str, list[dict[str, Any]]] = {}
+    with running_valkey(appendonly=True, appendfsync="everysec") as valkey, \
+            server_process("bare", PORT_BASE, valkey.url, env, args.loop, args.http) as bare, \
+            server_process("exchange", PORT_BASE + 1, valkey.url, env, args.loop, args.http) as exchange, \
+            server_process("api", PORT_BASE + 2, valkey.url.rsplit("/", 1)[0] + "/1", env, args.loop,
+                           args.http) as api_only:
+        print(f"valkey {valkey.url}; {args.rounds} round(s) of {args.seconds:g} s per case; {args.loop} loop, "
+              f"uvicorn http={_http_impl(args.http)}", flush=True)
+        cases = [(BASELINE, "bare", 0, bare), ("HTTP order entry, ACK", "http", 0, exchange),
+                 ("WebSocket order entry, ACK", "ws", 0, exchange),
+                 ("HTTP order entry, ACK, API only (no agents)", "http", 0, api_only),
+                 ("WebSocket order entry, ACK, API only (no agents)", "ws", 0, api_only)]
+        for n in range(args.rounds):  # the cases take turns, so a change in the box's load hits each alike
+            for label, mode, rate, server in cases:
+                result = run_load(mode, server, args, rate)
+                results.setdefault(label, []).append(result)
+                print(f"round {n + 1}: {label}: {_rate(result):,.0f}/s, server CPU {result['cpu_us']:,.0f} us "
+                      f"per request, p99 {result['p99']:.1f} ms", flush=True)
         if args.rate:
-            cases += [(f"HTTP paced at {args.rate}/s", "http", args.rate), (f"WebSocket paced at {args.rate}/s",
-                                                                                 "ws", args.rate)]
-        for n, (label, mode, rate) in enumerate(cases):
-            port = PORT_BASE + 1 + n
-            import redis
-
-            redis.Redis.from_url(valkey.url).flushall()
-            with server_process("exchange", port, valkey.url, env) as key:
-                rows.append((label, run_load(mode, f"http://127.0.0.1:{port}", key, args, rate)))
-                print(_row(*rows[-1], rows[0][1]), flush=True)
-    table = _table(rows, args)
+            for label, mode in ((f"HTTP paced at {args.rate}/s", "http"), (f"WebSocket paced at {args.rate}/s", "ws")):
+                results[label] = [run_load(mode, exchange, args, args.rate)]
+    table = _table(results)
     print()
     print(table)
     if args.write_docs:
         _write_docs(table, args)
+
+
+def _http_impl(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
 
 
 def _new_key() -> str:
@@ -382,20 +459,35 @@ def _rate(result: dict[str, Any]) -> float:
     return float(result["ok"]) / float(result["seconds"]) if result["seconds"] else 0.0
 
 
-def _row(label: str, result: dict[str, Any], baseline: dict[str, Any]) -> str:
-    rate, base = _rate(result), _rate(baseline)
-    return (f"| {label} | {rate:,.0f} | {rate / base if base else 0:.2f}x | {result['p50']:.1f} | {result['p90']:.1f} "
-            f"| {result['p99']:.1f} | {result['max']:.1f} | {result['errors']} |")
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _table(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> str:
-    head = ["| case | orders/s | vs bare POST | p50 ms | p90 ms | p99 ms | max ms | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    return "\n".join(head + [_row(label, result, rows[0][1]) for label, result in rows])
+def _table(results: dict[str, list[dict[str, Any]]]) -> str:
+    """Medians over the rounds; ratios taken round by round against the baseline of the same round."""
+    head = ["| case | orders/s | vs bare POST | server CPU us/request | vs bare POST | client CPU us/request "
+            "| p50 ms | p90 ms | p99 ms | max ms | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    base = results[BASELINE]
+    rows = []
+    for label, runs in results.items():
+        paired = list(zip(runs, base, strict=False))
+        rate_ratio = _median([_rate(r) / _rate(b) if _rate(b) else 0.0 for r, b in paired])
+        cpu_ratio = _median([r["cpu_us"] / b["cpu_us"] if b["cpu_us"] else 0.0 for r, b in paired])
+        typical = sorted(runs, key=_rate)[len(runs) // 2]  # the latencies of the median round
+        rows.append(f"| {label} | {_median([_rate(r) for r in runs]):,.0f} | {rate_ratio:.2f}x "
+                    f"| {_median([r['cpu_us'] for r in runs]):,.0f} | {cpu_ratio:.2f}x "
+                    f"| {_median([r['client_cpu_us'] for r in runs]):,.0f} | {typical['p50']:.1f} "
+                    f"| {typical['p90']:.1f} | {typical['p99']:.1f} | {typical['max']:.1f} "
+                    f"| {sum(r['errors'] for r in runs)} |")
+    return "\n".join(head + rows)
 
 
 def _write_docs(table: str, args: argparse.Namespace) -> None:
-    command = (f".venv/bin/python -m bench.api_bench --seconds {args.seconds:g} --concurrency {args.concurrency} "
+    command = (f".venv/bin/python -m bench.api_bench --seconds {args.seconds:g} --rounds {args.rounds} "
+               f"--loop {args.loop} --http {args.http} --concurrency {args.concurrency} "
                f"--connections {args.connections} --window {args.window}"
                + (f" --rate {args.rate}" if args.rate else "") + " --write-docs")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -11,7 +11,8 @@ parameter but `signature`, sorted by name, as `name=value` joined by `&`
 Limits: connection attempts per IP (`api.ws.limits`, HTTP 429 at the handshake) and
 the REST API's request weight per IP and minute, shared with it (order.place 1,
 order.cancel 1, order.status 4); over the limit a request answers status 429,
-code -1003, with `data.retryAfter` (ms since the epoch when it may retry).
+code -1003, with `data.retryAfter` (ms since the epoch when it may retry); an IP
+that keeps sending is banned (status 418, `api.limits`).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ async def call(ctx: ApiContext, method: Any, raw_params: Any) -> Any:
         raise ApiError(-1102, "Mandatory parameter 'params' was not sent, was empty/null, or malformed.")
     permission, handler = SIGNED[method]
     params, headers = signed_params(raw_params)
-    key = await authenticate(ctx.client, headers, params, permission)
+    key = await authenticate(ctx.client, headers, params, permission, keys=ctx.keys)
     return await handler(ctx, params, key)
 
 
@@ -88,17 +89,23 @@ def _spend(limiter: WeightLimiter | None, ip: str, method: Any) -> None:
     """Charge the request's weight to `ip`; an ApiError (429, -1003) past the limit."""
     if limiter is None or limiter.per_minute <= 0:
         return
-    used, retry = limiter.spend(ip, WEIGHTS.get(str(method), 1))
-    if used > limiter.per_minute:
+    verdict = limiter.charge(ip, WEIGHTS.get(str(method), 1))
+    if verdict.status == 418:  # kept sending after its 429s: banned, as Binance does
+        raise ApiError(-1003, f"Way too many requests; IP({ip}) banned until {verdict.banned_until_ms}. Please use "
+                              "WebSocket Streams for live updates to avoid bans.",
+                       418, {"retryAfter": str(verdict.banned_until_ms)})
+    if verdict.status == 429:
         raise ApiError(-1003, f"Too much request weight used; current limit is {limiter.per_minute} request weight "
                               "per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
-                       429, {"retryAfter": str(ApiContext.now_ms() + retry * 1000)})
+                       429, {"retryAfter": str(ApiContext.now_ms() + verdict.retry_s * 1000)})
 
 
 async def answer(ctx: ApiContext, conn: Connection, text: str, limiter: WeightLimiter | None = None,
                  ip: str = "?") -> None:
     request_id: Any = None
     try:
+        if len(text) > ctx.config.max_body_bytes:  # as the REST API's body limit; not even parsed
+            raise ApiError(-1104, "Request too large.", 413)
         try:
             request = json.loads(text)
         except ValueError:
@@ -114,7 +121,7 @@ async def answer(ctx: ApiContext, conn: Connection, text: str, limiter: WeightLi
                         "error": {"code": OVERLOADED.code, "msg": OVERLOADED.msg}})
     except ApiError as exc:
         error: dict[str, Any] = {"code": exc.code, "msg": exc.msg}
-        if exc.status == 429 and "retryAfter" in exc.headers:
+        if exc.status in (418, 429) and "retryAfter" in exc.headers:
             error["data"] = {"serverTime": ApiContext.now_ms(), "retryAfter": int(exc.headers["retryAfter"])}
         conn.push_json({"id": request_id, "status": exc.status, "error": error})
     except Exception:

@@ -67,3 +67,35 @@ async def order_entry(api: Served) -> None:
                                                                   "newOrderRespType": "ACK"}))
         assert ack["status"] == 200 and set(ack["result"]) == {"symbol", "orderId", "orderListId", "clientOrderId",
                                                                "transactTime"}
+
+
+async def test_refused_websocket_requests_change_nothing(redis_url: str) -> None:
+    async with served(redis_url) as api:
+        key = await api.account("wsbot", funds={"BTC": "1"})
+        queued = await api.redis.xlen("orders.in:0")
+        order = {"symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.01",
+                 "price": "35000.00", "newOrderRespType": "ACK"}
+        async with api.ws("/ws-api/v3") as ws:
+            stale = ws_signed(key, order)
+            stale["timestamp"] -= 1000  # still in the window, but not what was signed
+            answer = await call(ws, "e1", "order.place", stale)
+            assert (answer["status"], answer["error"]["code"]) == (400, -1022)  # the signature covers timestamp
+            expired = ws_signed(key, order, timestamp_offset_ms=-60_000)
+            assert (await call(ws, "e2", "order.place", expired))["error"]["code"] == -1021
+            ahead = ws_signed(key, order, timestamp_offset_ms=60_000)
+            assert (await call(ws, "e3", "order.place", ahead))["error"]["code"] == -1021
+            unknown = {**ws_signed(key, order), "apiKey": "A" * 64}
+            assert (await call(ws, "e4", "order.place", unknown))["error"]["code"] == -2015
+            assert (await call(ws, "e5", "order.place", "not an object"))["error"]["code"] == -1102
+            nested = ws_signed(key, {**order, "quantity": ["0.01"]})
+            assert (await call(ws, "e6", "order.place", nested))["error"]["code"] == -1100
+            await ws.send(json.dumps({"id": "e7", "method": "order.place",
+                                      "params": {**ws_signed(key, order), "pad": "x" * 70_000}}))
+            big = await recv_until(ws, lambda m: m.get("id") is None)  # too large to read even its id
+            assert (big["status"], big["error"]["code"]) == (413, -1104)
+            for request_id, params in (("e8", {"symbol": "BTCUSDT"}), ("e9", {"symbol": "BTCUSDT", "orderId": 999})):
+                answer = await call(ws, request_id, "order.cancel", ws_signed(key, params))
+                assert answer["error"]["code"] in (-1102, -2011), answer
+            assert (await call(ws, "ok", "ping"))["status"] == 200  # the connection is still usable
+        assert await api.redis.xlen("orders.in:0") == queued
+        assert await api.redis.get("orderid:BTCUSDT") is None

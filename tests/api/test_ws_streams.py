@@ -28,7 +28,8 @@ def event(kind: str) -> Any:
 async def test_every_stream_kind(ws_api: Served) -> None:
     maker = await ws_api.account("maker", funds={"BTC": "1"})
     taker = await ws_api.account("taker", funds={"USDT": "10000"})
-    names = ["btcusdt@depth", "btcusdt@depth@100ms", "btcusdt@depth5", "btcusdt@depth20@100ms", "btcusdt@trade",
+    names = ["btcusdt@depth", "btcusdt@depth@100ms", "btcusdt@depth5", "btcusdt@depth10", "btcusdt@depth20@100ms",
+             "btcusdt@trade",
              "btcusdt@aggTrade", "btcusdt@kline_1m", "btcusdt@ticker", "btcusdt@miniTicker", "btcusdt@bookTicker",
              "!ticker@arr"]
     sockets = [await ws_api.ws(f"/ws/{name}") for name in names]
@@ -39,7 +40,7 @@ async def test_every_stream_kind(ws_api: Served) -> None:
         assert diff["s"] == "BTCUSDT" and diff["U"] <= diff["u"] and diff["a"][0][0] == "30000.00000000"
         fast = await recv_until(ws["btcusdt@depth@100ms"], event("depthUpdate"))
         assert fast["U"] == diff["U"] and fast["a"][0][0] == "30000.00000000"
-        for name in ("btcusdt@depth5", "btcusdt@depth20@100ms"):
+        for name in ("btcusdt@depth5", "btcusdt@depth10", "btcusdt@depth20@100ms"):
             book = await recv_until(ws[name], lambda m: m["lastUpdateId"] >= diff["u"])
             assert set(book) == {"lastUpdateId", "bids", "asks"}
         trade = await recv_until(ws["btcusdt@trade"], event("trade"))

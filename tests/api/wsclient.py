@@ -63,9 +63,10 @@ async def request(ws: ClientConnection, method: str, params: Any, request_id: in
     return await recv_until(ws, lambda m: isinstance(m, dict) and m.get("id") == request_id and "e" not in m)
 
 
-def ws_signed(key: NewKey, params: dict[str, Any], *, secret: str | None = None) -> dict[str, Any]:
+def ws_signed(key: NewKey, params: dict[str, Any], *, secret: str | None = None,
+              timestamp_offset_ms: int = 0) -> dict[str, Any]:
     """Binance WebSocket API signing: every param but signature, sorted, as name=value&..."""
-    params = {**params, "apiKey": key.api_key, "timestamp": time.time_ns() // 1_000_000}
+    params = {**params, "apiKey": key.api_key, "timestamp": time.time_ns() // 1_000_000 + timestamp_offset_ms}
     payload = "&".join(f"{k}={params[k]}" for k in sorted(params))
     return {**params, "signature": sign(secret if secret is not None else key.secret, payload)}
 
