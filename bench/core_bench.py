@@ -1,6 +1,6 @@
 """Benchmark of the pure matching core on a realistic order mix over 10 markets.
 
-Run: .venv/bin/python -m bench.core_bench [--orders N] [--seed S] [--write-docs]
+Run: .venv/bin/python -m bench.core_bench [--orders N] [--seed S] [--write-docs] [--once engine|bare|none]
 
 Mix: about 60% limit orders added near the touch, 30% cancels of live orders, 10%
 orders that cross (IOC limits through the touch and market orders). Commands are
@@ -10,7 +10,8 @@ from string hashes cached by an earlier one). Timed: throughput without per-orde
 (best of `--rounds`, the engine and the baseline interleaved), the same with
 `book.drain_changes()` after every command (what the match agent adds for BookChanged),
 and latency with `time.perf_counter_ns` per order; each under default GC and under
-`gc.freeze()` + raised thresholds. A bare sortedcontainers book (SortedDict of
+`gc.freeze()` + raised thresholds and under the worker's own setting
+(`infra.runner.tune_gc`). A bare sortedcontainers book (SortedDict of
 price -> deque, lazy cancel, no events, no validation) doing the same operations in the
 same rounds is the baseline, so results read as ratios on a noisy machine.
 """
@@ -227,6 +228,13 @@ def gc_frozen() -> None:
     gc.set_threshold(5_000, 1_000, 1_000)
 
 
+def gc_worker() -> None:
+    """What an `exchange worker` process runs with once its agents are up (`infra.runner.tune_gc`)."""
+    from infra.runner import tune_gc  # the production setting itself, not a copy of it
+
+    tune_gc()
+
+
 class Commands:
     """The command list as msgpack bytes: each run decodes its own fresh copy (untimed)."""
 
@@ -286,12 +294,30 @@ def percentile(sorted_values: Sequence[int], p: float) -> int:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p / 100))]
 
 
+def run_once(what: str, commands: Commands, ops: Sequence[BareOp], markets: dict[str, Market]) -> None:
+    """One untimed pass with the collector off (the same set-up whatever `what` is, so runs subtract)."""
+    gc.disable()
+    fresh = commands.fresh()
+    engine = MatchingEngine(markets)
+    if what == "engine":
+        process = engine.process
+        for cmd in fresh:
+            process(cmd)
+    elif what == "bare":
+        run_bare(ops, len(markets))
+    print(f"{what}: {len(fresh):,} commands")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--orders", type=int, default=300_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per figure (best is kept)")
     parser.add_argument("--write-docs", action="store_true", help=f"write the results to {DOCS_FILE}")
+    parser.add_argument("--once", choices=["engine", "bare", "none"],
+                        help="only run the engine (or the bare book, or nothing) once over the commands, GC off, "
+                             "and exit: for instruction counts (valgrind --tool=callgrind), a run of `engine` "
+                             "minus a run of `none`, divided by --orders, is the engine's cost per command")
     args = parser.parse_args(argv)
 
     markets = load_markets()
@@ -300,13 +326,16 @@ def main(argv: list[str] | None = None) -> None:
     ops = bare_ops(generated, symbols)
     commands = Commands(generated)
     del generated
+    if args.once is not None:
+        run_once(args.once, commands, ops, markets)
+        return
     kinds = {"limit add": 0, "cancel": 0, "crossing": 0}
     for op in ops:
         kinds[("limit add", "cancel", "crossing")[op[0]]] += 1
 
     rows: list[str] = []
     summary: list[str] = []
-    for name, setup in (("default GC", gc_default), ("frozen GC", gc_frozen)):
+    for name, setup in (("default GC", gc_default), ("frozen GC", gc_frozen), ("worker GC", gc_worker)):
         bare = engine = drained = 0.0
         for _ in range(max(1, args.rounds)):  # interleaved, so each figure sees the same machine
             bare = max(bare, bare_throughput(ops, len(symbols), setup))
@@ -347,6 +376,7 @@ def main(argv: list[str] | None = None) -> None:
             "operations, interleaved with the engine in the same rounds (throughput: best round of each).\n"
             "Latency: `time.perf_counter_ns` around each `process` call (includes the timer).\n"
             "Frozen GC: `gc.collect(); gc.freeze(); gc.set_threshold(5_000, 1_000, 1_000)` after setup.\n"
+            "Worker GC: `infra.runner.tune_gc()`, what `exchange worker` runs with once its agents are up.\n"
             "Targets (issue 3): at least 400k orders/s, worst single order under 5 ms.\n")
 
 

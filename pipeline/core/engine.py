@@ -38,7 +38,7 @@ from typing import Any, Final
 
 import msgspec
 
-from pipeline.core.book import BookSnapshot, OpenOrder, OrderBook, RestingOrder
+from pipeline.core.book import BookSnapshot, Level, OpenOrder, OrderBook, RestingOrder
 from pipeline.core.client_ids import ClientIdPolicy, EndedClientIds
 from pipeline.core.errors import CoreError
 from pipeline.core.markets import Market
@@ -65,6 +65,7 @@ from pipeline.core.messages import (
 from pipeline.core.validation import MAX_CLIENT_ORDER_ID_LEN, check_order
 
 UNLIMITED: Final = 1 << 62
+_new_order = object.__new__
 
 
 class MarketState:
@@ -74,10 +75,13 @@ class MarketState:
     `market` is set), read by the engine's fast path for plain LIMIT orders.
     """
 
-    __slots__ = ("_market", "book", "ended_ids", "max_price", "max_qty", "min_notional_ticks_lots",
-                 "min_price", "min_qty", "next_trade_id", "symbol", "trading")
+    __slots__ = ("_market", "book", "ended_ids", "fast", "keyed", "max_price", "max_qty",
+                 "min_notional_ticks_lots", "min_price", "min_qty", "next_trade_id", "symbol", "trading")
 
-    def __init__(self, market: Market, policy: ClientIdPolicy) -> None:
+    def __init__(self, market: Market, policy: ClientIdPolicy, keyed: bool = True) -> None:
+        # keyed: the engine finds this state under the market's own symbol (so a command that
+        # found it has that symbol): with `trading`, what lets the fast path skip both checks
+        self.keyed = keyed
         self.market = market
         self.book = OrderBook(market.spec.symbol)
         self.next_trade_id = 1
@@ -92,6 +96,7 @@ class MarketState:
         self._market = market
         self.symbol = market.spec.symbol
         self.trading = market.spec.status == "TRADING"
+        self.fast = self.trading and self.keyed
         self.min_price = market.min_price_ticks
         self.max_price = market.max_price_ticks
         self.min_qty = market.min_qty_lots
@@ -121,10 +126,10 @@ class MatchingEngine:
     def __init__(self, markets: Mapping[str, Market], client_ids: ClientIdPolicy | None = None) -> None:
         policy = client_ids or ClientIdPolicy()
         self.client_id_policy = policy
-        self._states = {symbol: MarketState(market, policy) for symbol, market in markets.items()}
+        self._states = {symbol: MarketState(market, policy, symbol == market.spec.symbol)
+                        for symbol, market in markets.items()}
         self._handlers: dict[type, Callable[[Any], list[Event]]] = {
-            PlaceOrder: self._place,
-            CancelOrder: self._cancel,
+            CancelOrder: self._cancel,  # (process calls it directly)
             CancelAll: self._cancel_all,
             CancelReplace: self._cancel_replace,
             SetMarketStatus: self._set_status,
@@ -136,10 +141,98 @@ class MatchingEngine:
                 ) -> list[Event]:
         """Apply one command and return the events it caused, in order."""
         kind = type(command)
-        if kind is PlaceOrder:
-            return self._place(command)  # type: ignore[arg-type]
-        if kind is CancelOrder:
-            return self._cancel(command)  # type: ignore[arg-type]
+        if kind is not PlaceOrder:
+            if kind is CancelOrder:
+                return self._cancel(command)  # type: ignore[arg-type]
+            return self._dispatch(command)  # type: ignore[arg-type]
+        # The PlaceOrder path is here rather than in a method of its own: one Python call less
+        # on the engine's most common command.
+        cmd: PlaceOrder = command  # type: ignore[assignment]
+        state = self._states.get(cmd.symbol)
+        if state is None:
+            return [_rejected(cmd, "UNKNOWN_SYMBOL")]
+        price = cmd.price_ticks
+        qty = cmd.qty_lots
+        coid = cmd.client_order_id
+        otype = cmd.order_type
+        # `check_order` inlined for a plain LIMIT order that passes every filter; anything else
+        # (another type, or any filter failing) gets `check_order`'s own verdict.
+        if not (otype == "LIMIT" and state.fast and state.min_price <= price <= state.max_price
+                and state.min_qty <= qty <= state.max_qty and price * qty >= state.min_notional_ticks_lots
+                and not cmd.quote_qty and cmd.order_id > 0 and 0 < len(coid) <= MAX_CLIENT_ORDER_ID_LEN):
+            reason = check_order(cmd, state.market)
+            if reason is not None:
+                return [_rejected(cmd, reason)]
+        book = state.book
+        order_id = cmd.order_id
+        if order_id in book.orders:
+            return [_rejected(cmd, "DUPLICATE_ORDER_ID")]
+        account = cmd.account_id
+        open_ids = book.by_account.get(account)
+        if open_ids is not None and coid in open_ids:
+            return [_rejected(cmd, "DUPLICATE_CLIENT_ORDER_ID")]
+        ended = state.ended_ids  # `ended.contains(ts, account, coid)`, inlined
+        times = ended.times
+        ts = cmd.ts
+        if times and times[0] < ts - ended.window_ns:
+            ended.expire(ts)
+        if (account, coid) in ended.ids:
+            return [_rejected(cmd, "DUPLICATE_CLIENT_ORDER_ID")]
+        if otype == "LIMIT" and cmd.time_in_force == "GTC":
+            # The common case: a GTC limit order that does not cross rests at once (as `_execute`
+            # would do it, without its set-up). Best prices straight from the sorted key lists.
+            side = cmd.side
+            if side == "BUY":
+                asks = book.ask_prices
+                rests = not asks or asks[0][0] > price
+            else:
+                bids = book.bid_prices
+                rests = not bids or bids[-1][-1] < price
+            if rests:
+                # `book.rest(order_id, account, coid, side == "BUY", price, qty, qty, 0, ts)`, inlined
+                is_buy = side == "BUY"
+                levels = book.bids if is_buy else book.asks
+                level = levels.get(price)
+                if level is None:
+                    level = levels[price] = Level(price, is_buy)
+                    if len(book.changed) >= book._compact_at:
+                        book._compact_changes()
+                order = _new_order(RestingOrder)
+                order.order_id = order_id
+                order.account_id = account
+                order.client_order_id = coid
+                order.is_buy = is_buy
+                order.price = price
+                order.qty = qty
+                order.remaining = qty
+                order.filled_quote = 0
+                order.ts = ts
+                order.next = None
+                order.level = level
+                tail = level.tail
+                order.prev = tail
+                if tail is None:
+                    level.head = order
+                else:
+                    tail.next = order
+                level.tail = order
+                level.total += qty
+                level.count += 1
+                book.changed[level] = None
+                book.orders[order_id] = order
+                if open_ids is None:
+                    book.by_account[account] = {coid: order}
+                else:
+                    open_ids[coid] = order
+                return [OrderAccepted(ts, cmd.symbol, order_id, coid, account, side, otype, "GTC", price, qty,
+                                      cmd.quote_qty)]
+        events: list[Event] = []
+        _execute(state, cmd, events)
+        return events
+
+    def _dispatch(self, command: CancelOrder | CancelAll | CancelReplace | SetMarketStatus) -> list[Event]:
+        """`process` for every command but PlaceOrder and CancelOrder."""
+        kind = type(command)
         handler = self._handlers.get(kind)
         if handler is None:
             raise CoreError(f"the matching engine does not handle {type(command).__name__}")
@@ -197,56 +290,6 @@ class MatchingEngine:
 
     # ---------------------------------------------------------------- commands
 
-    def _place(self, cmd: PlaceOrder) -> list[Event]:
-        state = self._states.get(cmd.symbol)
-        if state is None:
-            return [_rejected(cmd, "UNKNOWN_SYMBOL")]
-        price = cmd.price_ticks
-        qty = cmd.qty_lots
-        coid = cmd.client_order_id
-        otype = cmd.order_type
-        # `check_order` inlined for a plain LIMIT order that passes every filter; anything else
-        # (another type, or any filter failing) gets `check_order`'s own verdict.
-        if not (otype == "LIMIT" and state.trading and state.min_price <= price <= state.max_price
-                and state.min_qty <= qty <= state.max_qty and price * qty >= state.min_notional_ticks_lots
-                and cmd.quote_qty == 0 and cmd.order_id > 0 and 0 < len(coid) <= MAX_CLIENT_ORDER_ID_LEN
-                and cmd.symbol == state.symbol):
-            reason = check_order(cmd, state.market)
-            if reason is not None:
-                return [_rejected(cmd, reason)]
-        book = state.book
-        order_id = cmd.order_id
-        if order_id in book.orders:
-            return [_rejected(cmd, "DUPLICATE_ORDER_ID")]
-        account = cmd.account_id
-        open_ids = book.by_account.get(account)
-        if open_ids is not None and coid in open_ids:
-            return [_rejected(cmd, "DUPLICATE_CLIENT_ORDER_ID")]
-        ended = state.ended_ids  # `ended.contains(ts, account, coid)`, inlined
-        times = ended.times
-        ts = cmd.ts
-        if times and times[0] < ts - ended.window_ns:
-            ended.expire(ts)
-        if (account, coid) in ended.ids:
-            return [_rejected(cmd, "DUPLICATE_CLIENT_ORDER_ID")]
-        if otype == "LIMIT" and cmd.time_in_force == "GTC":
-            # The common case: a GTC limit order that does not cross rests at once (as `_execute`
-            # would do it, without its set-up). Best prices straight from the sorted key lists.
-            side = cmd.side
-            if side == "BUY":
-                asks = book.ask_prices
-                rests = not asks or asks[0][0] > price
-            else:
-                bids = book.bid_prices
-                rests = not bids or bids[-1][-1] < price
-            if rests:
-                book.rest(order_id, account, coid, side == "BUY", price, qty, qty, 0, ts)
-                return [OrderAccepted(ts, cmd.symbol, order_id, coid, account, side, otype, "GTC", price, qty,
-                                      cmd.quote_qty)]
-        events: list[Event] = []
-        _execute(state, cmd, events)
-        return events
-
     def _cancel(self, cmd: CancelOrder) -> list[Event]:
         state = self._states.get(cmd.symbol)
         if state is None:
@@ -260,14 +303,46 @@ class MatchingEngine:
         if state is None or order is None:
             return [CancelRejected(cmd.ts, cmd.symbol, cmd.account_id, cmd.order_id, cmd.client_order_id,
                                    "UNKNOWN_SYMBOL" if state is None else "UNKNOWN_ORDER")]
-        # `_cancel_order` inlined
+        # `_cancel_order` inlined, with `book.remove(order)` and `ended_ids.remember(...)`
         book = state.book
-        book.remove(order)
-        ts = cmd.ts
+        level: Level = order.level  # type: ignore[assignment]  # in the book, so on a level
+        prev, nxt = order.prev, order.next
+        if prev is None:
+            level.head = nxt
+        else:
+            prev.next = nxt
+        if nxt is None:
+            level.tail = prev
+        else:
+            nxt.prev = prev
+        remaining = order.remaining
+        level.total -= remaining
+        level.count -= 1
+        book.changed[level] = None
+        is_buy = order.is_buy
+        if level.count == 0:
+            del (book.bids if is_buy else book.asks)[level.price]
+        order.prev = order.next = order.level = None
+        order_id = order.order_id
+        del book.orders[order_id]
+        account = order.account_id
         coid = order.client_order_id
-        state.ended_ids.remember(ts, cmd.account_id, coid)
-        return [OrderCanceled(ts, book.symbol, order.order_id, coid, cmd.account_id,
-                              "BUY" if order.is_buy else "SELL", order.qty - order.remaining, order.filled_quote)]
+        account_orders = book.by_account[account]
+        del account_orders[coid]
+        if not account_orders:
+            del book.by_account[account]
+        ts = cmd.ts
+        ended = state.ended_ids
+        key = (account, coid)
+        keys = ended.keys
+        ended.times.append(ts)
+        keys.append(key)
+        ended.ids.add(key)
+        if len(keys) > ended.max_ids:
+            ended.times.popleft()
+            ended.ids.discard(keys.popleft())
+        return [OrderCanceled(ts, book.symbol, order_id, coid, account,
+                              "BUY" if is_buy else "SELL", order.qty - remaining, order.filled_quote)]
 
     def _cancel_all(self, cmd: CancelAll) -> list[Event]:
         state = self._states.get(cmd.symbol)
@@ -455,7 +530,8 @@ def _execute(state: MarketState, cmd: PlaceOrder, events: list[Event]) -> None:
     append = events.append
     changed = book.changed
     remove = book.remove
-    remember = state.ended_ids.remember
+    ended = state.ended_ids
+    ended_times, ended_keys, ended_ids, max_ids = ended.times, ended.keys, ended.ids, ended.max_ids
     maker_side: Side = "SELL" if is_buy else "BUY"
     while lots_left and prices:
         price = prices[0][0] if is_buy else prices[-1][-1]
@@ -500,8 +576,16 @@ def _execute(state: MarketState, cmd: PlaceOrder, events: list[Event]) -> None:
             changed[level] = None
             if maker.remaining == 0:
                 remove(maker)
-                remember(ts, maker.account_id, maker.client_order_id)
-                append(OrderFilled(ts, symbol, maker.order_id, maker.client_order_id, maker.account_id,
+                maker_account = maker.account_id
+                maker_coid = maker.client_order_id
+                key = (maker_account, maker_coid)  # `ended.remember(ts, ...)`, inlined
+                ended_times.append(ts)
+                ended_keys.append(key)
+                ended_ids.add(key)
+                if len(ended_keys) > max_ids:
+                    ended_times.popleft()
+                    ended_ids.discard(ended_keys.popleft())
+                append(OrderFilled(ts, symbol, maker.order_id, maker_coid, maker_account,
                                    maker_side, maker.qty, maker.filled_quote))
             if not lots_left:
                 break
