@@ -35,6 +35,7 @@ from typing import Literal
 
 import asyncpg
 
+from pipeline.agents.publish.agent import CLOCK_TOPIC
 from pipeline.agents.topology import TOPICS
 from pipeline.app import App
 from pipeline.errors import ExchangeError
@@ -62,8 +63,15 @@ LOCK_KEY = 0x65786368_70657273 & 0x7FFFFFFFFFFFFFFF
 
 
 def topology_streams(partitions: Callable[[str], int] | None = None) -> list[str]:
-    """Every stream of the exchange's topics: ``<topic>:<partition>`` (default one partition each)."""
-    return [f"{spec.name}:{p}" for spec in TOPICS for p in range((partitions or (lambda _: 1))(spec.name))]
+    """Every stream of the exchange's topics: ``<topic>:<partition>`` (default one partition each).
+
+    Includes publish's clock input (``publish.clock``, a `ClockTick` every few seconds): it
+    is an input like the others (a replay of publish needs it), so it is archived, and
+    being archived it is trimmed like the others (a stream never archived is never trimmed).
+    """
+    count = partitions or (lambda _: 1)
+    names = [spec.name for spec in TOPICS] + [CLOCK_TOPIC]
+    return [f"{name}:{p}" for name in names for p in range(count(name))]
 
 
 def app_streams(app: App) -> list[str]:

@@ -21,7 +21,6 @@ expired (or deleted) one gets `listenKeyExpired`, then its connection is closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -68,6 +67,8 @@ PARTIAL_KINDS: Final = {
     1000: tuple((n, f"depth{n}{speed}") for n in PARTIAL_LEVELS for speed in ("", "@1000ms")),
 }
 LISTEN_KEY_EXPIRED: Final = "listenKeyExpired"
+STOP_WAIT_S: Final = 5.0
+"""How long `Hub.stop` waits for its tasks to end before leaving them behind (it never hangs)."""
 
 
 def _text(value: Any) -> str:
@@ -93,6 +94,7 @@ class Hub:
         self._positions: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
+        self._stopping = False
         self.reads = 0
         self.dropped_slow = 0
         """Connections closed because they fell too far behind (for the metrics)."""
@@ -138,6 +140,7 @@ class Hub:
 
     async def start(self) -> None:
         """Note each stream's current end, then start reading from there."""
+        self._stopping = False
         async with self.ctx.client.pipeline(transaction=False) as pipe:
             for stream in self._kinds:
                 pipe.xrevrange(stream, count=1)
@@ -162,21 +165,40 @@ class Hub:
                     values.get("ts", 0), symbol, values.get("update_id", 0), values.get("bid_price_ticks", 0),
                     values.get("bid_qty_lots", 0), values.get("ask_price_ticks", 0), values.get("ask_qty_lots", 0)))
 
-    async def stop(self) -> None:
-        for task in (self._task, self._timer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    async def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Stop reading and ticking; returns within about `wait_s` whatever the reader is stuck in.
+
+        A cancelled XREAD can come back as a connection error instead of a cancellation
+        (redis-py turns a cancel during a read or reconnect into one, e.g. when start-up
+        failed and the server is unreachable): the reader then checks `_stopping` and ends;
+        a task still running after `wait_s` is cancelled again and left behind, logged.
+        """
+        self._stopping = True
+        tasks = [t for t in (self._task, self._timer) if t is not None]
         self._task = self._timer = None
+        deadline = time.monotonic() + wait_s
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            done, pending = await asyncio.wait(tasks, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("ws hub: %s ended with %r", task.get_name(), task.exception())
+            tasks = list(pending)
+            if tasks and time.monotonic() >= deadline:
+                log.warning("ws hub: %s did not stop in %.1f s; left behind", ", ".join(t.get_name() for t in tasks),
+                            wait_s)
+                break
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 result = await self.ctx.exchange.app.transport.read(dict(self._positions), READ_COUNT, self.block_ms)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self._stopping:
+                    return  # a cancel that surfaced as a connection error
                 log.exception("ws hub: XREAD failed; retrying")
                 await asyncio.sleep(0.5)
                 continue
@@ -192,7 +214,7 @@ class Hub:
         """Tick every 100 ms on a fixed schedule (a late tick does not shift the next ones)."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while True:
+        while not self._stopping:
             next_at += TICK_S
             delay = next_at - loop.time()
             if delay < -TICK_S:  # far behind (a long pause): start the schedule again from now

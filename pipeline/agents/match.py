@@ -1,11 +1,13 @@
 """match: owns the order books in memory and turns order commands into order events and trades.
 
 Its state is the pure `MatchingEngine`, rebuilt after a restart by replaying the
-committed input (matching is deterministic: same commands, same books, same events).
+committed input (matching is deterministic: same commands, same books, same events):
+`replay_match` applies it to the engine directly, without encoding the events again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from pipeline.agent import AgentStream
@@ -17,6 +19,8 @@ from pipeline.core.markets import Market
 from pipeline.core.messages import OrderEvent
 from pipeline.topics import Topic
 
+log = logging.getLogger(__name__)
+
 
 def register_match(
     app: App,
@@ -26,7 +30,8 @@ def register_match(
 ) -> None:
     """Declare the match agent on `app`."""
 
-    @app.agent(orders_accepted, name="match", recover="replay", state=lambda partition: MatchingEngine(markets))
+    @app.agent(orders_accepted, name="match", recover="replay", state=lambda partition: MatchingEngine(markets),
+               replay=replay_match)
     async def match(stream: AgentStream[MatchCommand]) -> None:
         engine: MatchingEngine = stream.state
         emit = orders_events.emit
@@ -41,6 +46,22 @@ def register_match(
                 sides = None if book is None else book.drain_sides()
                 if sides is not None:
                     emit(BookChanged(command.ts, symbol, sides[0], sides[1]), key=symbol)
+
+
+def replay_match(engine: MatchingEngine, commands: list[MatchCommand]) -> None:
+    """Apply commands the agent already committed (recovery): the same engine changes, no events kept.
+
+    A command that raises is skipped as the live agent dead-lettered it; the books' changed
+    levels are drained and dropped, as the live agent drained them into `BookChanged`.
+    """
+    process = engine.process
+    for command in commands:
+        try:
+            process(command)
+        except Exception:
+            log.exception("match: replaying %s raised (dead-lettered when it was first processed)", command)
+    for book in engine.books().values():
+        book.drain_sides()
 
 
 def book_change(engine: MatchingEngine, ts: int, symbol: str) -> BookChanged | None:

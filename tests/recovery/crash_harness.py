@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -143,6 +144,16 @@ class ExchangeProcesses:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{name} not ready after {timeout}s: {self.tail(name)}")
             await asyncio.sleep(0.02)
+
+    def describe(self) -> str:
+        """Each process: ready, starting for N s, or exited with its code (for failure messages)."""
+        now, parts = time.monotonic(), []
+        for name, running in self.running.items():
+            code = running.process.returncode
+            state = (f"exited {code}" if code is not None else "ready" if self.is_ready(name)
+                     else f"starting for {now - running.started:.0f} s")
+            parts.append(f"{name} {state}")
+        return ", ".join(parts) or "none running"
 
     def tail(self, name: str) -> str:
         err = self.log_dir / f"{name}.{self.starts[name]}.err"
@@ -377,11 +388,12 @@ async def archive_lag(client: Any, database_url: str) -> int:
     return total
 
 
-async def wait_until(probe: Any, timeout: float, what: str) -> None:
+async def wait_until(probe: Any, timeout: float, what: str | Callable[[], str]) -> None:
+    """Poll `probe`; on timeout fail naming `what` (a callable is asked then, so it describes the end of the wait)."""
     deadline = time.monotonic() + timeout
     while not await probe():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         await asyncio.sleep(0.05)
 
 
@@ -406,14 +418,26 @@ async def finish(procs: ExchangeProcesses, flow: OrderFlow, redis_url: str, data
         await client.aclose()
 
 
-async def flowing(flow: OrderFlow, more: int, what: str, timeout: float = 60) -> None:
-    """Wait until `more` further orders were acknowledged."""
-    target = len(flow.acks) + more
+async def flowing(flow: OrderFlow, more: int, what: str, timeout: float = 60,
+                  procs: ExchangeProcesses | None = None) -> None:
+    """Wait until `more` further orders were acknowledged.
+
+    On timeout the message says what happened *during* the wait (acks, failures by kind, the
+    last error, and which processes were not ready or had exited), not what was known before it.
+    """
+    start_acks, start_failures = len(flow.acks), Counter(flow.failures)
+    target = start_acks + more
 
     async def enough() -> bool:
         return len(flow.acks) >= target
 
-    await wait_until(enough, timeout, f"{what} ({dict(flow.failures)} {flow.last_error})")
+    def during() -> str:
+        failures = dict(Counter(flow.failures) - start_failures)
+        state = f"; processes: {procs.describe()}" if procs is not None else ""
+        return (f"{what} ({len(flow.acks) - start_acks} of {more} acks; failures meanwhile {failures};"
+                f" last error {flow.last_error!r}{state})")
+
+    await wait_until(enough, timeout, during)
 
 
 # ------------------------------------------------------------------------------ the checks

@@ -47,14 +47,14 @@ async def test_sigkill_each_process_in_turn(redis_flush: str, database_flush: st
         flow.start()
         for round_ in range(ROUNDS):
             name = ORDER[round_ % len(ORDER)]
-            await flowing(flow, 15, f"orders to flow before round {round_}")
+            await flowing(flow, 15, f"orders to flow before round {round_}", procs=procs)
             await procs.wait_ready(name)
             await asyncio.sleep(rng.uniform(0, 0.5))  # a random moment of its work
             await procs.kill(name)
             await procs.start(name, wait=False)  # back at once; it recovers while the next one dies
         for name in procs.specs:
             await procs.wait_ready(name)
-        await flowing(flow, 50, "orders to flow after the last restart")
+        await flowing(flow, 50, "orders to flow after the last restart", procs=procs)
         await finish(procs, flow, redis_flush, database_flush)
     finally:
         await procs.kill_all()

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from bench.flows import funding, order_flow
+from pipeline.agents.events import ClockTick
+from pipeline.agents.publish.agent import CLOCK_TOPIC
 from pipeline.app import wait_for_condition
 from pipeline.config import PipelineConfig
 from pipeline.exchange import Exchange, build_exchange
@@ -100,8 +102,12 @@ async def test_trimming_keeps_everything_unarchived_or_needed_for_recovery(
     await exchange.app.start()
     await exchange.app.wait_running()
     try:
+        clock = exchange.app.topics[CLOCK_TOPIC]
+        for _ in range(3):  # publish's clock input (its timer ticks every 5 s): archived and trimmed like the rest
+            await clock.send(ClockTick(exchange.app.clock()))
         await _send(exchange, commands[:1000])
         archived = await _archive_all(persister)
+        assert archived.get("publish.clock:0", START) != START
         # an analytics consumer group on orders.valid that has read only its first entries
         valid = (await _entry_ids(transport))["orders.valid:0"]
         group_at = valid[len(valid) // 2]
@@ -121,6 +127,7 @@ async def test_trimming_keeps_everything_unarchived_or_needed_for_recovery(
         assert all(after[s] == before[s] for s in before if s not in archived and not s.startswith("changelog."))
         assert [e for e in before["orders.valid:0"] if id_key(e) >= id_key(group_at)] == after["orders.valid:0"]
         assert len(after["orders.in:0"]) < len(before["orders.in:0"])
+        assert len(after["publish.clock:0"]) < len(before["publish.clock:0"])
 
         archived = await _archive_all(persister)
         await _send(exchange, commands[1800:2400])
