@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pipeline.agent import AgentStream
 from pipeline.agents.accounts import HoldKey, SharedAccounts
+from pipeline.agents.publish.outputs import batch_emitter
 from pipeline.app import App
 from pipeline.core.messages import (
     AccountEvent,
@@ -28,6 +31,29 @@ def touched_holds(event: OrderEvent) -> tuple[HoldKey, ...]:
     return ()
 
 
+def settle_batch(state: SharedAccounts, batch: Sequence[OrderEvent], accounts_events: Topic[AccountEvent]) -> None:
+    """Settle one batch of matcher events: emit the account events, then mirror the changes into the tables."""
+    accounts = state.refresh()
+    emit = batch_emitter(accounts_events)
+    keyed = accounts_events.partitions > 1
+    settle_trade, release = accounts.settle_trade, accounts.release
+    for event in batch:
+        kind = type(event)
+        if kind is TradeExecuted:
+            out = settle_trade(event)  # type: ignore[arg-type]
+        elif kind in _ENDS:
+            out = release(event.ts, event.symbol, event.order_id)  # type: ignore[union-attr]
+        else:
+            continue
+        if keyed:
+            for account_event in out:
+                emit(account_event, getattr(account_event, "account_id", None))
+        else:
+            for account_event in out:
+                emit(account_event, None)
+    state.flush()  # the balances and holds the batch changed, into the tables
+
+
 def register_settle(
     app: App,
     shared: dict[int, SharedAccounts],
@@ -43,23 +69,5 @@ def register_settle(
     async def settle(stream: AgentStream[OrderEvent]) -> None:
         state = shared[stream.partition]
         state.stale = True
-        emit = accounts_events.emit
-        keyed = accounts_events.partitions > 1
         async for batch in stream.batches():
-            accounts = state.refresh()
-            settle_trade, release = accounts.settle_trade, accounts.release
-            for event in batch:
-                kind = type(event)
-                if kind is TradeExecuted:
-                    out = settle_trade(event)  # type: ignore[arg-type]
-                elif kind in _ENDS:
-                    out = release(event.ts, event.symbol, event.order_id)  # type: ignore[union-attr]
-                else:
-                    continue
-                if keyed:
-                    for account_event in out:
-                        emit(account_event, key=getattr(account_event, "account_id", None))  # type: ignore[arg-type]
-                else:
-                    for account_event in out:
-                        emit(account_event)  # type: ignore[arg-type]
-            state.flush()  # the balances and holds the batch changed, into the tables
+            settle_batch(state, batch, accounts_events)

@@ -28,6 +28,7 @@ from pipeline.agents.publish.messages import (
     OrderView,
     Trade,
 )
+from pipeline.agents.publish.outputs import Emit, batch_emitter
 from pipeline.agents.publish.readmodel import (
     Write,
     balance_writes,
@@ -53,6 +54,10 @@ from pipeline.core.messages import (
 )
 
 OrderKey = tuple[str, int]
+
+
+def _outside_batch(value: Any, key: Any) -> None:
+    raise RuntimeError("publish emits only while processing a batch")
 
 
 @dataclass(slots=True)
@@ -100,9 +105,15 @@ class Publisher:
         self._handlers: dict[type, Callable[[Any, BatchState], None]] = {
             BookChanged: self._book_changed, TradeExecuted: self._trade, OrderAccepted: self._accepted,
             OrderFilled: self._ended, OrderCanceled: self._ended, OrderExpired: self._ended,
-            OrderRejected: self._rejected, BalanceChanged: self._balance, CancelRejected: self._cancel_rejected,
-            ClockTick: self._clock,
-        }  # other events (holds, settlements, fees, market status) change nothing published
+            OrderRejected: self._rejected, CancelRejected: self._cancel_rejected, ClockTick: self._clock,
+        }  # and `BalanceChanged` (see `process`); other events (holds, settlements, fees) change nothing published
+        # `Topic.emit` of each output, bound to the batch being processed (see `process`)
+        self._emit_depth: Emit = _outside_batch
+        self._emit_bbo: Emit = _outside_batch
+        self._emit_trades: Emit = _outside_batch
+        self._emit_tickers: Emit = _outside_batch
+        self._emit_candles: Emit = _outside_batch
+        self._emit_user: Emit = _outside_batch
         self._load()
 
     def _load(self) -> None:
@@ -126,9 +137,22 @@ class Publisher:
     def process(self, batch: Sequence[Any]) -> None:
         """Handle one batch of input events, then write what it changed."""
         state = BatchState(self.tables.orders.partition(self.partition))
+        topics = self.topics
+        self._emit_depth, self._emit_bbo = batch_emitter(topics.depth), batch_emitter(topics.bbo)
+        self._emit_trades, self._emit_tickers = batch_emitter(topics.trades), batch_emitter(topics.tickers)
+        self._emit_candles, self._emit_user = batch_emitter(topics.candles), batch_emitter(topics.user)
         handlers = self._handlers
+        balances, balance_ts, user = state.balances, state.balance_ts, state.user
         for event in batch:
-            handler = handlers.get(type(event))
+            kind = type(event)
+            if kind is BalanceChanged:  # the most frequent input (5 per trade): handled inline
+                account = event.account_id
+                balances[account][event.asset] = (event.available, event.locked)
+                balance_ts[account] = event.ts
+                if event.transfer:  # a deposit or withdrawal: Binance's balanceUpdate
+                    user.append((account, BalanceDelta(event.ts, account, event.asset, event.transfer)))
+                continue
+            handler = handlers.get(kind)
             if handler is not None:
                 handler(event, state)
         self.flush(state)
@@ -136,13 +160,6 @@ class Publisher:
     def _accepted(self, event: OrderAccepted, state: BatchState) -> None:
         view, update = orders.accepted(event)
         self._order(state, view, update, new_client_id=True)
-
-    def _balance(self, event: BalanceChanged, state: BatchState) -> None:
-        state.balances[event.account_id][event.asset] = (event.available, event.locked)
-        state.balance_ts[event.account_id] = event.ts
-        if event.transfer:  # a deposit or withdrawal: Binance's balanceUpdate
-            state.user.append((event.account_id, BalanceDelta(event.ts, event.account_id, event.asset,
-                                                              event.transfer)))
 
     def _cancel_rejected(self, event: CancelRejected, state: BatchState) -> None:
         state.user.append((event.account_id, event))
@@ -158,7 +175,7 @@ class Publisher:
 
     def _book_changed(self, event: BookChanged, state: BatchState) -> None:
         symbol = event.symbol
-        self.topics.depth.emit(self._book(symbol).apply(event), key=symbol)
+        self._emit_depth(self._book(symbol).apply(event), symbol)
         state.depth.add(symbol)
         state.ts[symbol] = max(event.ts, state.ts.get(symbol, 0))
 
@@ -167,8 +184,8 @@ class Publisher:
         buyer_is_maker = trade.taker_side == "SELL"
         buyer, seller = ((trade.maker_order_id, trade.taker_order_id) if buyer_is_maker
                          else (trade.taker_order_id, trade.maker_order_id))
-        self.topics.trades.emit(Trade(trade.ts, symbol, trade.trade_id, trade.price_ticks, trade.qty_lots,
-                                      trade.quote_amount, buyer, seller, buyer_is_maker), key=symbol)
+        self._emit_trades(Trade(trade.ts, symbol, trade.trade_id, trade.price_ticks, trade.qty_lots,
+                                trade.quote_amount, buyer, seller, buyer_is_maker), symbol)
         points = state.trades[symbol]
         if not points:
             cursor = self.tables.markets.get(symbol)
@@ -242,12 +259,12 @@ class Publisher:
         if state.clock:
             writes += self._flush_clock(state.clock)
         writes += self._flush_orders(state)
-        user = self.topics.user
+        user = self._emit_user
         for account, event in state.user:
-            user.emit(event, key=account)
+            user(event, account)
         for account, balances in state.balances.items():
             ts = state.balance_ts[account]
-            user.emit(AccountUpdate(ts, account, [(a, v, lk) for a, (v, lk) in balances.items()]), key=account)
+            user(AccountUpdate(ts, account, [(a, v, lk) for a, (v, lk) in balances.items()]), account)
             writes += balance_writes(account, balances)
         if writes:
             self.write(*writes)
@@ -276,7 +293,7 @@ class Publisher:
             if top != bbo:
                 bbo = top
                 ticker = book.book_ticker(state.ts[symbol])
-                self.topics.bbo.emit(ticker, key=symbol)
+                self._emit_bbo(ticker, symbol)
                 writes += bbo_writes(ticker)
         points = state.trades.get(symbol)
         if points:
@@ -288,7 +305,7 @@ class Publisher:
     def _flush_trades(self, symbol: str, points: list[TradePoint]) -> list[Write]:
         tables = self.tables
         current = tables.candles.partition(self.partition)
-        emit = self.topics.candles.emit
+        emit = self._emit_candles
         touched: list[Candle] = []
         ticker = self.tickers.get(symbol)
         if ticker is None:
@@ -298,7 +315,7 @@ class Publisher:
         for interval in INTERVALS:
             candles = fold(current.get((symbol, interval)), symbol, interval, points)
             for candle in candles:
-                emit(candle, key=symbol)
+                emit(candle, symbol)
             candle_items.append(((symbol, interval), candles[-1]))
             touched += candles
             if interval == "1m":
@@ -313,7 +330,7 @@ class Publisher:
         stats = ticker.ticker()
         writes = candle_writes(touched)
         if stats is not None:
-            self.topics.tickers.emit(stats, key=symbol)
+            self._emit_tickers(stats, symbol)
             writes += ticker_writes(stats)
         return writes
 
@@ -329,7 +346,7 @@ class Publisher:
                 del minutes[(symbol, open_ts)]
             stats = ticker.ticker(now)
             if stats is not None:
-                self.topics.tickers.emit(stats, key=symbol)
+                self._emit_tickers(stats, symbol)
                 writes += ticker_writes(stats)
         return writes
 
