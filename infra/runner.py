@@ -102,8 +102,13 @@ async def run_exchange(
     on_ready: Callable[[str | None], None] = lambda address: None,
     services: Iterable[BackgroundService] = (),
     clients: Iterable[ApiClientService] = (),
+    standby: bool = False,
 ) -> None:
-    """Run the agents (all, or those named), `services` and, if `port` is given, the API, until a stop signal."""
+    """Run the agents (all, or those named), `services` and, if `port` is given, the API, until a stop signal.
+
+    With `standby`, start-up does not wait for partitions another live worker holds: they
+    stay on standby and are taken over when that worker's lease expires (`exchange worker`).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -118,7 +123,10 @@ async def run_exchange(
         for service in services:
             await service.start()
             started.append(service)
-        await app.wait_running(timeout=60 + app.lease_ttl_ms / 1000)
+        if standby:
+            await app.wait_claimed(timeout=60 + app.lease_ttl_ms / 1000)
+        else:
+            await app.wait_running(timeout=60 + app.lease_ttl_ms / 1000)
         address = None
         if port is not None:
             config = uvicorn.Config(create_app(exchange), host=host or "127.0.0.1", port=port,

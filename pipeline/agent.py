@@ -55,12 +55,15 @@ class Agent(Generic[V]):
         tables: Sequence[Table[Any, Any]] = (),
         recover: Recovery = "changelog",
         state: Callable[[int], Any] | None = None,
+        replay: Callable[[Any, list[Any]], None] | None = None,
     ) -> None:
         partitions = {t.partitions for t in topics}
         if len(partitions) != 1:
             raise ValueError(f"agent {name}: input topics must have the same partition count")
         if recover == "replay" and (len(topics) != 1 or tables):
             raise ValueError(f"agent {name}: replay recovery needs one input topic and no tables")
+        if replay is not None and recover != "replay":
+            raise ValueError(f"agent {name}: a replay function needs recover='replay'")
         self.app = app
         self.fn = fn
         self.topics = list(topics)
@@ -68,14 +71,18 @@ class Agent(Generic[V]):
         self.tables = sorted(tables, key=lambda t: t.name)
         self.recover = recover
         self.state_factory = state
+        self.replay = replay
+        """(state, values): apply already-committed input to the state, no outputs (see `_catch_up`)."""
         self.partitions = partitions.pop()
+        self.lease_name = name
+        """Agents that share state (risk and settle) share one lease name: one worker owns both."""
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r})"
 
     def lease_key(self, partition: int) -> str:
         """The Redis key of this agent's ownership lease on one partition."""
-        return f"lease:{self.name}:{partition}"
+        return f"lease:{self.lease_name}:{partition}"
 
 
 class AgentStream(Generic[V]):
@@ -158,6 +165,7 @@ class PartitionRunner:
         self._locks: list[asyncio.Lock] = []
         # the next batch, returned by the last commit when the transport can read in the same call
         self._prefetched: list[tuple[str, list[tuple[str, bytes]]]] = []
+        self._entry_messages = 1.0  # messages per entry lately read (smoothed): sizes the next read
         self._commit_read = getattr(app.transport, "commit_read", None)
         self.lost = False
         self.ready = False
@@ -272,11 +280,13 @@ class PartitionRunner:
         """Read the next batch into the queue; False when the runner should stop."""
         app = self.app
         while not app.stopping and not self.lost:
+            if self._replay_until and self.agent.replay is not None:
+                await self._catch_up()
             if app.snapshots is not None:  # a batch boundary: everything committed, nothing in hand
                 await app.snapshots.at_boundary(self)
             reply, self._prefetched = self._prefetched, []
             if not reply:
-                reply = await app.transport.read(self._positions, app.batch_size, app.block_ms)
+                reply = await app.transport.read(self._positions, self._read_count(), app.block_ms)
             if reply:
                 self._accept(reply)
                 if self._queue:
@@ -293,16 +303,26 @@ class PartitionRunner:
         return False
 
     def _accept(self, reply: list[tuple[str, list[tuple[str, bytes]]]]) -> None:
+        """Decode entries into the queue, up to about `batch_messages` messages; entries beyond that
+        stay read but not taken (positions do not pass them) and start the next unit."""
         queue, consumed = self._queue, self._consumed
+        budget, taken = self.app.batch_messages, 0
+        leftover: list[tuple[str, list[tuple[str, bytes]]]] = []
         for stream, entries in reply:
+            if taken >= budget:
+                leftover.append((stream, entries))
+                continue
             limit = self._replay_until.get(stream)
             if limit is not None:
                 entries = [e for e in entries if id_key(e[0]) <= limit]
             if not entries:
                 continue
             decoder = self._decoders[stream]
-            messages = 0
+            messages = used = 0
             for entry_id, raw in entries:
+                if taken + messages >= budget:
+                    break
+                used += 1
                 try:
                     values = decoder.decode(raw)
                 except (msgspec.DecodeError, msgspec.ValidationError):
@@ -317,11 +337,44 @@ class PartitionRunner:
                         self._dead_letter(stream, entry_id, part, error)
                     else:
                         queue.append((stream, entry_id, part, value))
-            last_id = entries[-1][0]
+            if used < len(entries):
+                leftover.append((stream, entries[used:]))
+            taken += messages
+            self._entry_messages = max(1.0, (self._entry_messages + messages / used) / 2)
+            last_id = entries[used - 1][0]
             self._positions[stream] = last_id
             before = consumed.get(stream)
             consumed[stream] = (last_id, (before[1] if before else 0) + messages)
+        self._prefetched = leftover
         self._check_replay_done()
+
+    def _read_count(self) -> int:
+        """Entries to read per stream: `batch_size` at most, fewer when entries carry many messages."""
+        app = self.app
+        return max(1, min(app.batch_size, int(app.batch_messages / self._entry_messages)))
+
+    async def _catch_up(self) -> None:
+        """Apply the committed input straight to the state (bulk reads, the agent's `replay`, no outputs)."""
+        from pipeline.snapshots.catchup import catch_up
+
+        replay = self.agent.replay
+        assert replay is not None
+        state = self.state
+        (topic,) = self.agent.topics
+        for stream, limit in list(self._replay_until.items()):
+            done = await catch_up(self.app.transport, stream, self._positions[stream], limit, topic.value_type,
+                                  lambda values: replay(state, values),
+                                  interrupted=lambda: self.app.stopping or self.lost)
+            if done.last_id is not None:
+                self._positions[stream] = done.last_id
+            self.processed += done.messages
+            if done.undecodable:
+                log.warning("%s:%d: %d undecodable messages skipped while catching up (dead-lettered when first"
+                            " read)", self.agent.name, self.partition, done.undecodable)
+            if done.interrupted:
+                return  # still recovering: stopping, or the partition was lost
+        self._replay_until = {}
+        self.context.replaying = False
 
     def _check_replay_done(self) -> None:
         if self._replay_until and all(
@@ -359,7 +412,7 @@ class PartitionRunner:
         if self._commit_read is not None and not self._replay_until:
             # commit and fetch what is already waiting in one round trip (read after the commit
             # applied, from the positions this batch reached)
-            self._prefetched = await self._commit_read(commit, self._positions, self.app.batch_size)
+            self._prefetched = await self._commit_read(commit, self._positions, self._read_count())
         else:
             await self.app.transport.commit(commit)
         started, self._batch_started = self._batch_started, 0.0

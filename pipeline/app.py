@@ -54,6 +54,7 @@ class App:
         *,
         clock: Callable[[], int] = time.time_ns,
         batch_size: int = 500,
+        batch_messages: int = 5_000,
         block_ms: int = 100,
         lease_ttl_ms: int = 10_000,
         owner: str | None = None,
@@ -62,6 +63,9 @@ class App:
         self.transport = transport
         self.clock = clock
         self.batch_size = batch_size
+        self.batch_messages = batch_messages
+        """Messages an agent aims to take in one unit: entries are record batches, so the entries read
+        at once shrink as entries grow (a backlog of big entries must not make a unit outlive its lease)."""
         self.block_ms = block_ms
         self.lease_ttl_ms = lease_ttl_ms
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -77,6 +81,14 @@ class App:
         # (table, partition) -> agents running here that hold it loaded
         self.table_holders: dict[tuple[str, int], set[str]] = {}
         self._stop_requested: asyncio.Event | None = None
+        # lease key -> (value, agents here running under it): agents with one `lease_name` share a lease
+        self._local_leases: dict[str, tuple[str, set[str]]] = {}
+        self._lease_lock = asyncio.Lock()  # lease acquisitions here, one at a time (co-owners, max_leases)
+        self.standby: set[tuple[str, int]] = set()
+        """(agent, partition) started here whose lease another worker holds: retried until it is free."""
+        self.max_leases: int | None = None
+        """Claim at most this many leases while they are contested, so that several workers share the
+        partitions; past it, only a lease nobody took for two lease lifetimes (a dead worker's)."""
         self.snapshots: SnapshotManager | None = None
         """Set (before `start`) to snapshot and restore agent state (see `pipeline.snapshots`)."""
 
@@ -117,12 +129,15 @@ class App:
         tables: Sequence[TableType[Any, Any]] = (),
         recover: Recovery = "changelog",
         state: Callable[[int], Any] | None = None,
+        replay: Callable[[Any, list[Any]], None] | None = None,
     ) -> Callable[[F], F]:
         """Declare an agent consuming `topics` (co-partitioned) and owning `tables`.
 
         `state`, if given, makes a fresh in-memory state object for each partition the
         agent takes (the agent reads it as `stream.state`); with ``recover="replay"`` that
-        state is rebuilt by replaying the committed input through the agent.
+        state is rebuilt by replaying the committed input through the agent, or, given
+        `replay(state, values)` (the agent's effect on its state alone, no outputs), by
+        reading the committed input in bulk and passing it to `replay` (much faster).
         """
         inputs = [topics] if isinstance(topics, Topic) else list(topics)
 
@@ -131,7 +146,7 @@ class App:
             if agent_name in self.agents:
                 raise ValueError(f"agent {agent_name} declared twice")
             self.agents[agent_name] = Agent(
-                self, fn, inputs, name=agent_name, tables=tables, recover=recover, state=state
+                self, fn, inputs, name=agent_name, tables=tables, recover=recover, state=state, replay=replay
             )
             return fn
 
@@ -160,6 +175,7 @@ class App:
         """Start the named agents (default: all) on every partition, plus the timers."""
         self.stopping = False
         self._stop_requested = asyncio.Event()
+        self._lease_lock = asyncio.Lock()
         selected = list(self.agents) if agents is None else list(agents)
         unknown = set(selected) - set(self.agents)
         if unknown:
@@ -186,6 +202,19 @@ class App:
 
         await wait_for_condition(ready, timeout, "agents to start")
 
+    async def wait_claimed(self, timeout: float = 30.0) -> None:
+        """Wait until every started (agent, partition) runs here or is on standby (held by another worker)."""
+        expected = {
+            name for task in self._tasks if (name := task.get_name()).startswith("agent:")
+        }
+
+        async def claimed() -> bool:
+            names = {f"agent:{a}:{p}" for (a, p), r in self.runners.items() if r.ready}
+            names |= {f"agent:{a}:{p}" for a, p in self.standby}
+            return expected <= names
+
+        await wait_for_condition(claimed, timeout, "agents to start or stand by")
+
     async def stop(self) -> None:
         """Finish the batches in hand, commit them, release leases, and stop."""
         self.stopping = True
@@ -211,17 +240,23 @@ class App:
         """
         key = agent.lease_key(partition)
         value: str | None = None
+        waiting_since: float | None = None
         while not self.stopping:
             try:
-                value = await self._take_lease(key, value)
+                waited = 0.0 if waiting_since is None else time.monotonic() - waiting_since
+                value = await self._take_lease(key, value, agent.name, waited)
             except Exception:
                 log.exception("%s:%d cannot reach the stream store; retrying", agent.name, partition)
                 value = None
                 await self._pause(1.0)
                 continue
             if value is None:
+                self.standby.add((agent.name, partition))
+                waiting_since = time.monotonic() if waiting_since is None else waiting_since
                 await self._pause(self.lease_ttl_ms / 4000)
                 continue
+            self.standby.discard((agent.name, partition))
+            waiting_since = None
             runner = PartitionRunner(self, agent, partition, value)
             self.runners[(agent.name, partition)] = runner
             renewal = asyncio.create_task(self._renew(runner, key, value))
@@ -235,6 +270,7 @@ class App:
                 await runner.run()
             except FencedError as exc:
                 log.warning("%s:%d lost its partition (%s); rebuilding", agent.name, partition, exc)
+                self._leave_lease(key, value, agent.name)
                 value = None
             except Exception:
                 log.exception("%s:%d failed; rebuilding from the committed state", agent.name, partition)
@@ -242,17 +278,41 @@ class App:
             finally:
                 renewal.cancel()
                 runner.ready = False
-        if value is not None:
+        self.standby.discard((agent.name, partition))
+        if value is not None and self._leave_lease(key, value, agent.name):
             try:
                 await self.transport.release_lease(key, value)
             except Exception:
                 log.warning("could not release %s; it expires by itself", key)
 
-    async def _take_lease(self, key: str, held: str | None) -> str | None:
-        """Keep the lease we still hold (same fencing token), or acquire it anew."""
+    async def _take_lease(self, key: str, held: str | None, holder: str = "", waited: float = 0.0) -> str | None:
+        """Keep the lease we still hold (same fencing token), join a co-owner's here, or acquire it anew
+        (unless `max_leases` are held here and this partition has waited less than two lease lifetimes)."""
         if held is not None and await self.transport.renew_lease(key, held, self.lease_ttl_ms):
             return held
-        return await self.transport.acquire_lease(key, self.owner, self.lease_ttl_ms)
+        async with self._lease_lock:
+            shared = self._local_leases.get(key)
+            if shared is not None and await self.transport.renew_lease(key, shared[0], self.lease_ttl_ms):
+                shared[1].add(holder)
+                return shared[0]
+            if (self.max_leases is not None and len(self._local_leases) >= self.max_leases
+                    and waited < 2 * self.lease_ttl_ms / 1000):
+                return None
+            value = await self.transport.acquire_lease(key, self.owner, self.lease_ttl_ms)
+            if value is not None:
+                self._local_leases[key] = (value, {holder})
+            return value
+
+    def _leave_lease(self, key: str, value: str | None, holder: str) -> bool:
+        """`holder` stops using the lease; True if no other agent here still does (release it then)."""
+        shared = self._local_leases.get(key)
+        if shared is None or shared[0] != value:
+            return True
+        shared[1].discard(holder)
+        if shared[1]:
+            return False
+        del self._local_leases[key]
+        return True
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once when the app is asked to stop."""

@@ -6,6 +6,7 @@
 | `EXCHANGE_BATCH_SIZE`      | 500              | most entries an agent reads in one batch            |
 | `EXCHANGE_ORDERS_MAX_PENDING` | 100000        | unprocessed `orders.in` entries before producers get backpressure |
 | `EXCHANGE_LEASE_TTL_MS`    | 10000            | partition lease lifetime (a dead worker's partitions move after it) |
+| `EXCHANGE_MARKET_PARTITIONS` | 1              | match partitions (markets spread over them; docs/scaling.md) |
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ class PipelineConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     markets_file: Path | None = None
     batch_size: int = 500
+    batch_messages: int = 5_000
     orders_max_pending: int = 100_000
     lease_ttl_ms: int = 10_000
+    market_partitions: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> PipelineConfig:
@@ -32,8 +35,10 @@ class PipelineConfig(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             markets_file=Path(markets) if markets else None,
             batch_size=_positive(environ, "EXCHANGE_BATCH_SIZE", 500),
+            batch_messages=_positive(environ, "EXCHANGE_BATCH_MESSAGES", 5_000),
             orders_max_pending=_positive(environ, "EXCHANGE_ORDERS_MAX_PENDING", 100_000),
             lease_ttl_ms=_positive(environ, "EXCHANGE_LEASE_TTL_MS", 10_000),
+            market_partitions=_positive(environ, "EXCHANGE_MARKET_PARTITIONS", 1),
         )
 
 

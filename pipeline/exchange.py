@@ -1,5 +1,10 @@
 """The exchange pipeline wired in one place: topics, tables and the five agents.
 
+With ``config.market_partitions > 1`` the matcher runs one task per partition of
+``orders.accepted`` (markets dealt round-robin, `market_partitioner`); its events fan
+back into the single ``orders.events`` partition that settle and publish read
+(`pipeline.agents.topology.REKEYING`).
+
     exchange = build_exchange(transport, PipelineConfig.from_env())
     await exchange.app.start()
     await exchange.orders_in.send(PlaceOrder(...), key=account_id)
@@ -23,6 +28,7 @@ from pipeline.agents.topology import (
     MARKET_BBO,
     MARKET_CANDLES,
     MARKET_DEPTH,
+    MARKET_PARTITIONED,
     MARKET_TICKERS,
     MARKET_TRADES,
     ORDERS_ACCEPTED,
@@ -32,6 +38,7 @@ from pipeline.agents.topology import (
     ORDERS_VALID,
     USER_EVENTS,
     TopicSpec,
+    market_partitioner,
 )
 from pipeline.agents.validate import register_validate
 from pipeline.app import App
@@ -70,9 +77,15 @@ def build_exchange(
     config = config or PipelineConfig()
     markets = dict(markets if markets is not None else load_markets(config.markets_file))
     app = App("exchange", transport, clock=clock, batch_size=config.batch_size,
+              batch_messages=config.batch_messages,
               lease_ttl_ms=config.lease_ttl_ms, owner=owner)
 
+    by_market = market_partitioner(markets)
+
     def topic(spec: TopicSpec, max_pending: int | None = None) -> Topic[Any]:
+        if spec.name in MARKET_PARTITIONED:
+            return app.topic(spec.name, value_type=spec.value_type, max_pending=max_pending,
+                             partitions=config.market_partitions, key_to_partition=by_market)
         return app.topic(spec.name, value_type=spec.value_type, max_pending=max_pending)
 
     orders_in = topic(ORDERS_IN, config.orders_max_pending)
@@ -91,6 +104,28 @@ def build_exchange(
     register_risk(app, shared, orders_valid, orders_accepted, orders_rejected, accounts_events)
     register_match(app, markets, orders_accepted, orders_events)
     register_settle(app, shared, orders_events, accounts_events)
+    for name in ("risk", "settle"):  # one owner of balances: whoever takes the accounts lease runs both
+        app.agents[name].lease_name = "accounts"
     publish_tables = register_publish(app, markets, (orders_events, orders_rejected, accounts_events), published)
     return Exchange(app, markets, orders_in, orders_valid, orders_accepted, orders_events, orders_rejected,
                     accounts_events, shared, published, publish_tables)
+
+
+def merged_engine_hash(exchange: Exchange) -> str:
+    """`MatchingEngine.state_hash` of all markets, over every match partition running here.
+
+    Each market's book comes from the partition that owns it, so the hash equals a
+    single-partition engine's after the same commands (tests and `exchange state` compare them).
+    """
+    from pipeline.core.engine import EngineSnapshot, MatchingEngine
+
+    topic = exchange.orders_accepted
+    engines = {p: runner.state for (agent, p), runner in exchange.app.runners.items() if agent == "match"}
+    missing = set(range(topic.partitions)) - set(engines)
+    if missing:
+        raise ValueError(f"match partitions {sorted(missing)} are not running in this process")
+    markets = []
+    for snapshot in MatchingEngine(exchange.markets).snapshot().markets:
+        owner = engines[topic.partition_for(snapshot.symbol)]
+        markets.append(next(m for m in owner.snapshot().markets if m.symbol == snapshot.symbol))
+    return MatchingEngine.restore(exchange.markets, EngineSnapshot(markets)).state_hash()

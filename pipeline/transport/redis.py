@@ -8,7 +8,9 @@ Keys it uses, besides the streams themselves:
 
 A batch commit is one EVALSHA: Lua scripts run atomically and are written to the
 AOF as one MULTI/EXEC block, so outputs, offsets and the fencing check are applied
-all together or not at all, with a single round trip.
+all together or not at all, with a single round trip. A commit whose first input
+position is not past the committed one was applied already (redis-py retries a command
+whose reply was lost to a connection error) and is skipped: commits are idempotent.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ end
 local read_count = tonumber(ARGV[3])
 local nread = tonumber(ARGV[4])
 local i = 5 + 2 * nread
+if tonumber(ARGV[2]) > 0 then
+  -- applied already (the client retried after a lost reply): committed positions only move forward
+  local stored = redis.call('HGET', KEYS[2], ARGV[i])
+  if stored then
+    local sms, sseq = string.match(stored, '(%d+)-(%d+)')
+    local nms, nseq = string.match(ARGV[i + 1], '(%d+)-(%d+)')
+    sms, nms = tonumber(sms), tonumber(nms)
+    if sms > nms or (sms == nms and tonumber(sseq) >= tonumber(nseq)) then return 0 end
+  end
+end
 for _ = 1, tonumber(ARGV[2]) do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   redis.call('HINCRBY', KEYS[2], 'n:' .. ARGV[i], ARGV[i + 2])
@@ -157,15 +169,29 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+SOCKET_TIMEOUT_S = 30.0
+"""How long a reply may take before the connection is given up (redis-py's default is 5 s).
+
+Above every XREAD block time (agents 0.1 s, the API's hub 1 s, the persister 0.2 s) and
+above the partition lease TTL (10 s): a server stalled by overload for a few seconds
+(fsync, a long script, a starved CPU) then delays the agents instead of failing them into
+a rebuild of their state; a stall longer than the lease is settled by the lease's fencing."""
+CONNECT_TIMEOUT_S = 5.0
+"""How long connecting may take (a server that is down is reported within this)."""
+
+
 class RedisTransport:
     """Streams in a Redis/Valkey server; every method is one round trip."""
 
-    def __init__(self, url: str, *, max_connections: int = 64) -> None:
+    def __init__(self, url: str, *, max_connections: int = 64, socket_timeout: float = SOCKET_TIMEOUT_S,
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
         self.url = url
+        self.socket_timeout = socket_timeout
         # A blocking pool: when every connection is busy (each blocked XREAD holds one), a
         # command waits for a free one instead of failing at once.
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, decode_responses=False, max_connections=max_connections, timeout=30
+            url, decode_responses=False, max_connections=max_connections, timeout=30,
+            socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, socket_keepalive=True,
         )
         self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # owns the pool: closed with it
         # Take XREAD replies raw: redis-py's default parser builds a dict per entry.
@@ -186,6 +212,8 @@ class RedisTransport:
         return [(_text(entry_id), fields[b"d"]) for entry_id, fields in raw if b"d" in fields]
 
     async def read(self, positions: dict[str, str], count: int, block_ms: int) -> list[tuple[str, list[Entry]]]:
+        if block_ms >= self.socket_timeout * 1000:
+            raise ValueError(f"XREAD BLOCK {block_ms} ms would outlast the socket timeout ({self.socket_timeout} s)")
         reply = await self._redis.xread(positions, count=count, block=block_ms)  # type: ignore[arg-type]
         if not reply:
             return []

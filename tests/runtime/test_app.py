@@ -298,3 +298,20 @@ async def test_timers_run_periodically_until_the_app_stops(transport: Transport)
     assert len(timer_tasks) == 2
     await app.stop()
     assert all(task.done() for task in timer_tasks)  # no tick can come after stop
+
+
+async def test_a_backlog_of_big_entries_is_taken_in_units_of_about_batch_messages(transport: Transport) -> None:
+    """Entries are record batches: 500 entries of 1000 messages must not become one unit of 500k."""
+    app, numbers, _ = build_app(transport, partitions=1)
+    app.batch_messages = 2_500
+    for start in range(0, 20_000, 1_000):  # 20 entries of 1000 messages, waiting before the agent starts
+        await numbers.send_many((i, Number(i)) for i in range(start, start + 1_000))
+    await app.start()
+    await app.wait_running()
+    await app.wait_caught_up()
+    await app.stop()
+    assert await outputs(transport, app) == Counter(range(20_000))
+    counters = app.metrics.agent("double")
+    assert counters.events_in == 20_000
+    at_most = dict(counters.batch_sizes.cumulative())
+    assert at_most[5000] == counters.batch_sizes.count >= 7, counters.batch_sizes  # no unit above 5000
