@@ -73,17 +73,25 @@ class _Server(uvicorn.Server):
         yield
 
 
-def tune_gc() -> None:
+GC_THRESHOLDS = (1_000, 50, 1_000)
+"""Young collections every 1k net allocations: a young collection scans what survived since the
+last one, so a 1k threshold keeps each under ~1 ms where 5k gave 6-14 ms worst cases in the
+worker (docs/bench-core.md, round 4)."""
+
+
+def tune_gc(*, collect: bool = True) -> None:
     """Short, predictable collections: freeze start-up objects, keep young collections small.
 
     Measured on the matching core (docs/bench-core.md): a young collection costs about
-    0.4 us per tracked object it scans, so a 5k threshold bounds it near 2 ms, while full
-    collections over all live objects paused for hundreds of ms. `freeze_periodically`
-    keeps the old generations small by moving survivors out of the collector's reach.
+    0.4 us per tracked object it scans, while full collections over all live objects paused
+    for hundreds of ms. `freeze_periodically` keeps the old generations small by moving
+    survivors out of the collector's reach. `collect=False` freezes without a full collection
+    first (a live process must not pause for one: the start-up garbage is small).
     """
-    gc.collect()
+    if collect:
+        gc.collect()
     gc.freeze()
-    gc.set_threshold(5_000, 50, 1_000)
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def freeze_periodically(seconds: float = 10.0) -> None:
@@ -114,6 +122,7 @@ async def run_exchange(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app = exchange.app
+    gc.set_threshold(*GC_THRESHOLDS)  # restoring state allocates a lot: no full collections meanwhile
     await app.start(agents)
     server: _Server | None = None
     serving: asyncio.Task[None] | None = None
@@ -139,7 +148,7 @@ async def run_exchange(
                     raise RuntimeError("the API server stopped during start-up")
                 await asyncio.sleep(0.02)
             address = f"http://{host or '127.0.0.1'}:{port}"
-        tune_gc()
+        tune_gc(collect=False)  # agents are live: freeze what restoring built, without a full collection
         freezer = asyncio.create_task(freeze_periodically())
         on_ready(address)
         if address is not None:

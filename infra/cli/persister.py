@@ -26,21 +26,25 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_persister(args: argparse.Namespace) -> int:
+    from pipeline.config import PipelineConfig
+    from pipeline.exchange import build_exchange
     from pipeline.transport.redis import RedisTransport
-    from recovery.persister import Persister, PersisterConfig, topology_streams
+    from recovery.persister import Persister, PersisterConfig, app_streams
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = ServicesConfig.from_env()
         persister_config = PersisterConfig.from_env()
-        streams = topology_streams()
         redis, database = redis_url(config), database_url(config)
+        pipeline_config = PipelineConfig.from_env()
     except (ConfigError, ValueError, ToolError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     async def main() -> int:
         transport = RedisTransport(redis)
+        # every partition of every topic, as the exchange is configured (EXCHANGE_MARKET_PARTITIONS)
+        streams = app_streams(build_exchange(transport, pipeline_config).app)
         persister = Persister(transport, database, streams, persister_config)
         try:
             if args.once:
