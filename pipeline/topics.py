@@ -84,6 +84,27 @@ class Topic(Generic[V]):
             partition = 0 if self.partitions == 1 else self.key_to_partition(key, self.partitions)
         context.outputs.append((self._streams[partition], self._encode(value)))
 
+    def emitter(self) -> Callable[[V, Any], None]:
+        """`emit(value, key)` bound to the current batch, its lookups done once: for agents that emit
+        many messages per batch. Only valid while that batch is being processed."""
+        context = _current.get()
+        if context is None:
+            raise RuntimeError(f"{self.name}: emit() is only valid inside an agent; use send()")
+        append, encode = context.outputs.append, self._encode
+        if self.partitions == 1:
+            stream = self._streams[0]
+
+            def emit_one(value: V, key: Any) -> None:
+                append((stream, encode(value)))
+
+            return emit_one
+        streams, key_to_partition, partitions = self._streams, self.key_to_partition, self.partitions
+
+        def emit(value: V, key: Any) -> None:
+            append((streams[key_to_partition(key, partitions)], encode(value)))
+
+        return emit
+
     async def send(self, value: V, *, key: Any = None, partition: int | None = None) -> str | None:
         """Emit inside an agent; elsewhere append now and return the entry id."""
         if current_context() is not None:

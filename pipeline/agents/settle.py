@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pipeline.agent import AgentStream
 from pipeline.agents.accounts import HoldKey, SharedAccounts
-from pipeline.agents.publish.outputs import batch_emitter
 from pipeline.app import App
 from pipeline.core.messages import (
     AccountEvent,
@@ -34,7 +34,7 @@ def touched_holds(event: OrderEvent) -> tuple[HoldKey, ...]:
 def settle_batch(state: SharedAccounts, batch: Sequence[OrderEvent], accounts_events: Topic[AccountEvent]) -> None:
     """Settle one batch of matcher events: emit the account events, then mirror the changes into the tables."""
     accounts = state.refresh()
-    emit = batch_emitter(accounts_events)
+    emit: Callable[[Any, Any], None] = accounts_events.emitter()  # the core types its output as any event
     keyed = accounts_events.partitions > 1
     settle_trade, release = accounts.settle_trade, accounts.release
     for event in batch:

@@ -28,7 +28,6 @@ from pipeline.agents.publish.messages import (
     OrderView,
     Trade,
 )
-from pipeline.agents.publish.outputs import Emit, batch_emitter
 from pipeline.agents.publish.readmodel import (
     Write,
     balance_writes,
@@ -52,6 +51,9 @@ from pipeline.core.messages import (
     OrderRejected,
     TradeExecuted,
 )
+
+Emit = Callable[[Any, Any], None]
+"""emit(value, key): a topic's `emitter()` for the batch in hand."""
 
 OrderKey = tuple[str, int]
 
@@ -138,9 +140,9 @@ class Publisher:
         """Handle one batch of input events, then write what it changed."""
         state = BatchState(self.tables.orders.partition(self.partition))
         topics = self.topics
-        self._emit_depth, self._emit_bbo = batch_emitter(topics.depth), batch_emitter(topics.bbo)
-        self._emit_trades, self._emit_tickers = batch_emitter(topics.trades), batch_emitter(topics.tickers)
-        self._emit_candles, self._emit_user = batch_emitter(topics.candles), batch_emitter(topics.user)
+        self._emit_depth, self._emit_bbo = topics.depth.emitter(), topics.bbo.emitter()
+        self._emit_trades, self._emit_tickers = topics.trades.emitter(), topics.tickers.emitter()
+        self._emit_candles, self._emit_user = topics.candles.emitter(), topics.user.emitter()
         handlers = self._handlers
         balances, balance_ts, user = state.balances, state.balance_ts, state.user
         for event in batch:
