@@ -21,7 +21,7 @@ from api.accounts import seal_plain_secrets
 from api.admin import admin_router
 from api.context import ApiConfig, ApiContext
 from api.errors import exception_handlers
-from api.health import Health, pipeline_health
+from api.health import Health, archive_health, pipeline_health
 from api.limits import WeightLimiter
 from api.metrics import ApiMetrics, metrics_endpoint
 from api.openapi import document
@@ -30,7 +30,7 @@ from api.public import public_router
 from api.replace import replace_router
 from api.users import users_router
 from api.writer import CommandWriter
-from api.ws.hub import Hub
+from api.ws.hub import STOP_WAIT_S, Hub
 from api.ws.limits import ConnectionAttempts
 from api.ws.streams import stream_handlers
 from api.ws.userdata import user_stream_router
@@ -43,9 +43,12 @@ DEFAULT_MAX_LAG = 10_000
 
 @get("/healthz")
 async def healthz(state: State) -> Response[Health]:
-    """200 when every agent is running and caught up within its lag limit, else 503."""
+    """200 when every agent is running and caught up within its lag limit, else 503.
+
+    Also reports the persister's archive lag (503 past `EXCHANGE_HEALTH_MAX_ARCHIVE_LAG`, if set: `api.health`).
+    """
     exchange: Exchange = state.exchange
-    health = await pipeline_health(exchange.app, state.max_lag)
+    health = await pipeline_health(exchange.app, state.max_lag, await archive_health(state))
     return Response(health, status_code=200 if health.ok else 503, media_type=MediaType.JSON)
 
 
@@ -82,7 +85,7 @@ def create_app(exchange: Exchange, *, max_lag: int = DEFAULT_MAX_LAG, config: Ap
         exception_handlers=exception_handlers(),
         # every parameter bound: Litestar passes the app to a hook that still takes one (here: `box`)
         on_startup=[hub.start, functools.partial(seal_plain_secrets, client, None)],
-        on_shutdown=[hub.stop, api.writer.close],
+        on_shutdown=[functools.partial(hub.stop, STOP_WAIT_S), api.writer.close],
         before_request=limiter.before_request,
         request_max_body_size=config.max_body_bytes,
         middleware=[metrics.middleware],

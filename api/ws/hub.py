@@ -96,6 +96,7 @@ class Hub:
         self._timer: asyncio.Task[None] | None = None
         self._stopping = False
         self.reads = 0
+        self._entry_messages = 1.0  # messages per entry lately read (smoothed): sizes the next read
         self.dropped_slow = 0
         """Connections closed because they fell too far behind (for the metrics)."""
         self.ticks = 0
@@ -193,7 +194,8 @@ class Hub:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                result = await self.ctx.exchange.app.transport.read(dict(self._positions), READ_COUNT, self.block_ms)
+                result = await self.ctx.exchange.app.transport.read(dict(self._positions), self._read_count(),
+                                                                    self.block_ms)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -209,6 +211,14 @@ class Hub:
             except Exception:
                 log.exception("ws hub: dispatch failed")
             self.reads += 1
+            await asyncio.sleep(0)  # let every connection's sender drain what this read queued
+
+    def _read_count(self) -> int:
+        """Entries to read per stream: about half a connection's queue of messages in all, so a burst
+        (a backlog of big record batches) reaches clients in slices they drain between reads instead
+        of overflowing the queue of clients that keep up."""
+        budget = max(1, self.ctx.config.ws_queue // 2)
+        return max(1, min(READ_COUNT, int(budget / self._entry_messages)))
 
     async def _run_timer(self) -> None:
         """Tick every 100 ms on a fixed schedule (a late tick does not shift the next ones)."""
@@ -244,10 +254,13 @@ class Hub:
             await self._send_partial_books(partial)
         if len(speeds) > 1 and self.users:
             await self._expire_listen_keys(now)
+
     def _decode(self, result: list[tuple[str, list[tuple[str, bytes]]]]) -> dict[str, list[Any]]:
         """A read (the transport's (stream, [(entry id, data)])) as messages per kind; moves the positions on."""
         read: dict[str, list[Any]] = defaultdict(list)
+        entries_read = 0
         for stream, entries in result:
+            entries_read += len(entries)
             kind, topic = self._kinds[stream]
             for entry_id, data in entries:
                 self._positions[stream] = entry_id
@@ -255,6 +268,9 @@ class Hub:
                     read[kind].extend(topic.batch_decoder.decode(data))
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     log.warning("ws hub: undecodable entry %s in %s", entry_id, stream)
+        if entries_read:
+            messages = sum(len(values) for values in read.values())
+            self._entry_messages = max(1.0, (self._entry_messages + messages / entries_read) / 2)
         return read
 
     # ------------------------------------------------------------ dispatch

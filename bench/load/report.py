@@ -27,6 +27,10 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
     print(file=out)
     print_table(("throughput", "value"), [(k, json.dumps(v)) for k, v in tp.items()], out)
     print(file=out)
+    side = side_by_side(report)
+    if side:
+        print_table(("side by side, same run", "per second", "vs baseline"), side, out)
+        print(file=out)
     print_table(("outcome", "count"), [(k, json.dumps(v)) for k, v in counts.items()], out)
     prof = report.get("profile", {})
     if prof.get("cpu_seconds"):
@@ -37,6 +41,30 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
         print(file=out)
         print_table(("exchange process: where the samples were", "share %"),
                     [(r["part"], round(100 * r["share"], 1)) for r in prof["exchange_process_split"]], out)
+
+
+def side_by_side(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The run's rates next to the plain redis-py hop measured on the same server in the same run
+    (`--baseline`): the row docs/benchmarks.md quotes. Empty without a baseline."""
+    tp = report["throughput"]
+    baseline = tp.get("baseline_plain_hop_per_s")
+    if not baseline:
+        return []
+    agents = tp.get("agent_messages_per_s") or {}
+    rows: list[tuple[str, float | None]] = [
+        ("plain redis-py hop (baseline)", baseline),
+        ("offered", tp.get("offered_per_s")),
+        ("answered (ack)", tp.get("acked_per_s")),
+        *((f"through {agent}", agents[agent]) for agent in ("validate", "match") if agent in agents),
+        ("completed end to end", tp.get("completed_per_s")),
+        ("trades published", tp.get("trades_per_s")),
+    ]
+    return [(name, f"{rate:,.0f}" if rate is not None else "- (not caught up)",
+             _ratio(rate / baseline) if rate is not None else "-") for name, rate in rows]
+
+
+def _ratio(ratio: float) -> str:
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.4f}x"
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

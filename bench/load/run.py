@@ -285,7 +285,7 @@ def _report(config: LoadConfig, recorder: Recorder, sender: Sender, baseline: fl
     throughput: dict[str, Any] = {
         "offered_per_s": round(c.offered / config.duration, 1),
         "acked_per_s": round(c.acked / acked_s, 1) if acked_s > 0 else None,
-        "completed_per_s": round(c.sent / run_s, 1) if run_s > 0 and not lag else None,
+        "completed_per_s": round((c.acked + c.rejected) / run_s, 1) if run_s > 0 and not lag else None,
         "drain_after_offer_s": round((caught_up - offered_end) / 1e9, 3),
         "pipeline_lag_at_end": lag,
         "agent_messages_per_s": {a: round((after.get(a, 0) - before.get(a, 0)) / run_s, 1)

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import aiohttp
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from api.accounts import NewKey
 from api.auth import sign
@@ -32,6 +33,10 @@ from pipeline.exchange import Exchange
 
 Due = Sequence[tuple[int, Intent]]
 REQUEST_TIMEOUT_S = 30.0
+WS_API_IN_FLIGHT = 900
+"""Requests in flight per WebSocket API connection: below the server's cap (its send queue, 1000 by
+default), beyond which it closes the connection (1008); more wait in the generator, and that wait
+counts in their latency (open loop)."""
 
 
 class Sender(Protocol):
@@ -90,7 +95,7 @@ class _Base:
             await asyncio.wait_for(self._request(sched, intent), REQUEST_TIMEOUT_S)
         except TimeoutError:
             self.recorder.failed("timeout")
-        except (aiohttp.ClientError, OSError, ConnectionError) as exc:
+        except (aiohttp.ClientError, OSError, ConnectionError, ConnectionClosed) as exc:
             self.recorder.failed(type(exc).__name__)
         finally:
             self.in_flight -= 1
@@ -188,11 +193,13 @@ class WsApiSender(_Base):
         self._readers: list[asyncio.Task[None]] = []
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._rr = itertools.cycle(range(max(1, connections)))
+        self._slots: list[asyncio.Semaphore] = []
 
     async def start(self) -> None:
         for _ in range(max(1, self.count)):
             conn = await connect(self.ws_url, max_size=2**22, ping_interval=None)
             self._conns.append(conn)
+            self._slots.append(asyncio.Semaphore(WS_API_IN_FLIGHT))
             self._readers.append(asyncio.create_task(self._read(conn)))
 
     async def _read(self, conn: ClientConnection) -> None:
@@ -205,19 +212,21 @@ class WsApiSender(_Base):
     async def _request(self, sched: int, intent: Intent) -> None:
         key = self.keys[intent.account]
         request_id = next(self._ids)
-        params: dict[str, str] = order_params(self.markets[intent.symbol], intent, f"w{request_id}")
-        params["apiKey"] = key.api_key
-        params["timestamp"] = str(time.time_ns() // 1_000_000)
-        params["signature"] = sign(key.secret, "&".join(f"{k}={params[k]}" for k in sorted(params)))
         method = "order.cancel" if intent.kind == "cancel" else "order.place"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
-        conn = self._conns[next(self._rr)]
-        try:
-            await conn.send(json.dumps({"id": request_id, "method": method, "params": params}))
-            answer = await future
-        finally:
-            self._waiting.pop(request_id, None)
+        index = next(self._rr)
+        conn = self._conns[index]
+        async with self._slots[index]:  # signed once it may go: a wait here must not age its timestamp
+            params: dict[str, str] = order_params(self.markets[intent.symbol], intent, f"w{request_id}")
+            params["apiKey"] = key.api_key
+            params["timestamp"] = str(time.time_ns() // 1_000_000)
+            params["signature"] = sign(key.secret, "&".join(f"{k}={params[k]}" for k in sorted(params)))
+            self._waiting[request_id] = future
+            try:
+                await conn.send(json.dumps({"id": request_id, "method": method, "params": params}))
+                answer = await future
+            finally:
+                self._waiting.pop(request_id, None)
         status = int(answer.get("status", 0))
         body = answer.get("result") if status == 200 else answer.get("error")
         self._answered(sched, intent, status, body)

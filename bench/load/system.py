@@ -26,8 +26,10 @@ class EmbeddedExchange:
     redis_url: str
     drain: asyncio.Task[None] | None = None
 
-    async def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM (a clean stop: agents commit, embedded servers stop), then remove the data dir."""
+    async def stop(self, timeout: float = 180.0) -> None:
+        """SIGINT (a clean stop: agents commit, embedded servers stop), then remove the data dir. If it
+        does not stop in time it is killed, and its embedded servers are stopped (`exchange services
+        down` on its data dir) so that no Valkey or PostgreSQL is left running."""
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -35,6 +37,11 @@ class EmbeddedExchange:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+        down = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "infra", "services", "down",
+            env={**os.environ, "EXCHANGE_DATA_DIR": str(self.data_dir)},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await down.wait()  # nothing to do after a clean stop; after a kill, the servers it left
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

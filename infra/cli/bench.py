@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-ws-watch", action="store_true", help="do not measure WebSocket delivery")
     parser.add_argument("--baseline", action="store_true",
                         help="first measure a plain redis-py hop on the same server (the same-run yardstick)")
+    parser.add_argument("--baseline-events", type=int, default=50_000,
+                        help="messages the baseline hop moves (default 50000)")
     parser.add_argument("--cancel-share", type=float, default=0.10, help="share of requests that are cancels")
     parser.add_argument("--max-in-flight", type=int, default=20_000,
                         help="requests without an answer before the generator sheds (counted as dropped)")
@@ -56,14 +58,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         print(f"error: {exc.name} is missing: install the bench extra (pip install -e '.[bench]')", file=sys.stderr)
         return 2
-    if args.rate <= 0 or args.duration <= 0 or args.accounts <= 0:
-        print("error: --rate, --duration and --accounts must be positive", file=sys.stderr)
+    if args.rate <= 0 or args.duration <= 0 or args.accounts <= 0 or args.baseline_events <= 0:
+        print("error: --rate, --duration, --accounts and --baseline-events must be positive", file=sys.stderr)
         return 2
     config = LoadConfig(
         via=args.via, rate=args.rate, duration=args.duration, accounts=args.accounts,
         symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()], connections=args.connections,
         base_url=args.base_url, port=args.port, market_maker=args.mm, ws_watch=not args.no_ws_watch,
-        baseline=args.baseline, max_in_flight=args.max_in_flight, drain_s=args.drain, seed=args.seed,
+        baseline=args.baseline, baseline_events=args.baseline_events, max_in_flight=args.max_in_flight,
+        drain_s=args.drain, seed=args.seed,
         mix=MixConfig(cancel=args.cancel_share), profile=args.profile,
     )
     out = Path(args.out or f"bench-results/load-{args.via}-{time.strftime('%Y%m%d-%H%M%S')}")

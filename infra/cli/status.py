@@ -2,8 +2,11 @@
 
 Services up or down, each agent partition's lease owner, lag and events/s per consumer
 and stream (consumed counters sampled over `--sample` seconds), dead letters, the
-persister's archive lag and the API's `/healthz`. Everything is read from Redis,
-PostgreSQL and the API, so it is right whichever processes run the agents.
+persister's archive lag, snapshots (age, pause, encode time) and the API's `/healthz`.
+Everything is read from Redis, PostgreSQL and the API, so it is right whichever
+processes run the agents. From the API's `/metrics` come the figures only a process
+knows: batch sizes and processing time of the agents that API process runs, request
+latency by route, open WebSockets and slow consumers dropped.
 `--watch` redraws every `--interval` seconds until Ctrl-C.
 
 Exit code (without --watch): 0 when everything is up and the API is healthy, 3 otherwise.
@@ -53,6 +56,13 @@ class Report:
     snapshots: list[Any] | None = None
     api: str = ""
     api_ok: bool = False
+    batches: list[tuple[str, int, float, float, str]] = field(default_factory=list)
+    """(agent, batches, mean batch size, mean batch ms, p99 batch ms) of the API process's agents."""
+    routes: list[tuple[str, str, int, float, str, str]] = field(default_factory=list)
+    """(method, route, requests, mean ms, p50 ms, p99 ms) from the API's request histogram."""
+    ws_clients: int | None = None
+    ws_dropped: int | None = None
+    metrics_error: str = ""
     problems: list[str] = field(default_factory=list)
 
 
@@ -143,6 +153,68 @@ async def _api(base_url: str, report: Report) -> None:
         report.problems.append("API not healthy")
 
 
+def _quantile(buckets: list[tuple[float, float]], q: float) -> str:
+    """The histogram bucket holding quantile `q`, as "<= N ms" (Prometheus buckets are upper bounds)."""
+    if not buckets or buckets[-1][1] <= 0:
+        return "-"
+    want = q * buckets[-1][1]
+    for bound, cumulative in sorted(buckets):
+        if cumulative >= want:
+            return "> last bucket" if bound == float("inf") else f"<= {bound * 1000:g}"
+    return "-"
+
+
+def api_figures(text: str, report: Report, top_routes: int = 12) -> None:
+    """Fill the per-process figures of `report` from the API's `/metrics` exposition `text`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+
+    def by(name: str, *keys: str) -> dict[tuple[str, ...], float]:
+        return {tuple(labels.get(k, "") for k in keys): v for labels, v in samples.get(name, [])}
+
+    def buckets(name: str, *keys: str) -> dict[tuple[str, ...], list[tuple[float, float]]]:
+        out: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+        for labels, v in samples.get(name, []):
+            out.setdefault(tuple(labels.get(k, "") for k in keys), []).append((float(labels["le"]), v))
+        return out
+
+    batches = by("exchange_agent_batches_total", "agent")
+    size_sum, size_count = by("exchange_agent_batch_size_sum", "agent"), by("exchange_agent_batch_size_count", "agent")
+    secs_sum, secs_count = (by("exchange_agent_batch_seconds_sum", "agent"),
+                            by("exchange_agent_batch_seconds_count", "agent"))
+    secs_buckets = buckets("exchange_agent_batch_seconds_bucket", "agent")
+    for key, n in sorted(batches.items()):
+        report.batches.append((key[0], int(n), size_sum.get(key, 0) / max(1, size_count.get(key, 0)),
+                               1000 * secs_sum.get(key, 0) / max(1, secs_count.get(key, 0)),
+                               _quantile(secs_buckets.get(key, []), 0.99)))
+    count, total = (by("exchange_api_request_seconds_count", "method", "route"),
+                    by("exchange_api_request_seconds_sum", "method", "route"))
+    route_buckets = buckets("exchange_api_request_seconds_bucket", "method", "route")
+    for key, n in sorted(count.items(), key=lambda kv: -kv[1])[:top_routes]:
+        report.routes.append((key[0], key[1], int(n), 1000 * total.get(key, 0) / max(1, n),
+                              _quantile(route_buckets.get(key, []), 0.5), _quantile(route_buckets.get(key, []), 0.99)))
+    report.ws_clients = int(sum(by("exchange_ws_clients", "route").values()))
+    report.ws_dropped = int(sum(by("exchange_ws_slow_consumers_dropped_total").values()))
+
+
+async def _api_metrics(base_url: str, report: Report) -> None:
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as client:
+            response = await client.get("/metrics")
+        if response.status_code != 200:
+            report.metrics_error = f"/metrics answered {response.status_code}"
+            return
+        api_figures(response.text, report)
+    except (httpx.HTTPError, ValueError) as exc:
+        report.metrics_error = f"/metrics not readable ({type(exc).__name__})"
+
+
 async def look(base_url: str, sample: float) -> Report:
     """Gather one report (services, pipeline, persister, API)."""
     report = Report(datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
@@ -154,7 +226,7 @@ async def look(base_url: str, sample: float) -> Report:
         report.problems.append(str(exc))
         await _api(base_url, report)
         return report
-    await asyncio.gather(_pipeline(url, sample, report), _api(base_url, report))
+    await asyncio.gather(_pipeline(url, sample, report), _api(base_url, report), _api_metrics(base_url, report))
     return report
 
 
@@ -188,6 +260,18 @@ def render(report: Report, out: TextIO = sys.stdout) -> None:
     elif report.snapshots is not None:
         print("snapshots: none taken yet", file=out)
     print(f"API: {report.api}", file=out)
+    if report.batches:
+        print(file=out)
+        print_table(("agent (in the API process)", "batches", "mean size", "mean ms", "p99 ms"),
+                    [(a, n, round(size, 1), round(ms, 3), p99) for a, n, size, ms, p99 in report.batches], out)
+    if report.routes:
+        print(file=out)
+        print_table(("method", "route", "requests", "mean ms", "p50 ms", "p99 ms"),
+                    [(m, r, n, round(ms, 2), p50, p99) for m, r, n, ms, p50, p99 in report.routes], out)
+    if report.ws_clients is not None:
+        print(f"WebSocket clients: {report.ws_clients} open, {report.ws_dropped} dropped as slow consumers", file=out)
+    elif report.metrics_error:
+        print(f"API metrics: {report.metrics_error}", file=out)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -132,30 +132,81 @@ def assert_within_limits(bot: MarketMaker, totals: dict[str, int]) -> None:
         assert low <= totals[asset] <= high, (asset, low, totals[asset], high)
 
 
+def assert_spread_in_config(bot: MarketMaker, orders: list[dict[str, Any]]) -> int:
+    """Each market's quoted spread (best ask - best bid of the bot's orders, in bps of the reference) lies
+    within the configured bid + ask spread, give or take the skew shift and refresh tolerance on each side;
+    how many markets were quoted on both sides."""
+    two_sided = 0
+    for symbol, m in bot.markets.items():
+        p = m.params
+        bids = [m.rules.ticks(o["price"]) for o in orders if o["symbol"] == symbol and o["side"] == "BUY"]
+        asks = [m.rules.ticks(o["price"]) for o in orders if o["symbol"] == symbol and o["side"] == "SELL"]
+        if not bids or not asks:
+            continue
+        two_sided += 1
+        spread_bps = (min(asks) - max(bids)) * BPS / m.ref_ticks
+        slack = 2 * (p.skew_price_bps + p.refresh_tolerance_bps) + 2 * BPS / m.ref_ticks  # + a tick each side
+        configured = p.bid_spread_bps + p.ask_spread_bps
+        assert configured - slack <= spread_bps <= configured + slack, (symbol, spread_bps, configured, slack)
+    return two_sided
+
+
+async def noise_due(noise: NoiseTrader, now: float) -> int:
+    """The noise trader's orders that fall due by `now` on its own (exponential) schedule; lots filled."""
+    filled = 0
+    for symbol, t in noise.markets.items():
+        while t.next_at <= now:
+            filled += await noise.trade(symbol)
+            noise._schedule(t, t.next_at)
+    return filled
+
+
 @pytest.mark.slow
 async def test_ten_minutes_of_quoting_stays_in_spread_and_limits(rig: Rig) -> None:
+    """Ten minutes on a compressed clock: the bot's clock and the noise trader's schedule advance by the
+    refresh time (5 s) per step, 120 steps: the taker orders due in that interval hit the book, then the
+    bot refreshes. After every refresh: its quotes inside the configured band, each market's quoted
+    spread inside the configuration, and the account's balances *in the exchange* (the read model, not
+    the bot's view) inside the inventory limits."""
     symbols = ("BTCUSDT", "ETHBTC")
-    bot, client = await make_bot(rig, symbols)
+    clock = FakeClock()
+    started = clock.now
+    bot, client = await make_bot(rig, symbols, clock=clock)
     taker = rig.client(rig.taker_key)
-    noise = NoiseTrader(taker, {s: m.rules for s, m in bot.markets.items()}, NoiseParams(notional_multiple=3),
-                        out=lambda line: None)
+    noise = NoiseTrader(taker, {s: m.rules for s, m in bot.markets.items()}, NoiseParams(interval_seconds=3.0),
+                        clock=clock, out=lambda line: None)
     await top_up(rig.exchange, rig.redis, rig.taker_key.account_id,
                  noise.funding_needs({s: m.ref_ticks for s, m in bot.markets.items()}))
+    for t in noise.markets.values():
+        noise._schedule(t, clock.now)
+    account = rig.mm_key.account_id
     refs: list[int] = []
-    filled = 0
+    filled = two_sided = 0
+    seen: dict[str, list[int]] = {}
     try:
         await bot.refresh()
-        for _ in range(120):  # 10 minutes at the default 5 s refresh, the taker flow running meanwhile
+        for _ in range(120):  # 10 minutes at the default 5 s refresh
             orders = await client.open_orders()
             assert len(orders) <= 2 * PARAMS.order_levels * len(symbols)  # replaced, never piled up
             assert_quotes_inside_spreads(bot, orders)
-            assert {o["side"] for o in orders if o["symbol"] == "BTCUSDT"} <= {"BUY", "SELL"}
-            assert_within_limits(bot, bot.totals)
-            _, *fills = await asyncio.gather(bot.refresh(), *(noise.trade(symbol) for symbol in symbols))
-            filled += sum(fills)
+            two_sided += assert_spread_in_config(bot, orders)
+            await rig.exchange.app.wait_caught_up(timeout=30)
+            truth = await balances(rig.redis, account)
+            assert_within_limits(bot, truth)
+            for asset, units in truth.items():
+                seen.setdefault(asset, []).append(units)
+            clock.now += PARAMS.refresh_seconds
+            filled += await noise_due(noise, clock.now)
+            await bot.refresh()
             refs.append(bot.markets["BTCUSDT"].ref_ticks)
+        await rig.exchange.app.wait_caught_up(timeout=30)
+        assert_within_limits(bot, await balances(rig.redis, account))
+        assert clock.now - started == 600  # ten minutes of the bot's clock
         assert len(set(refs)) > 30  # the reference walked
+        assert two_sided >= 0.9 * 120 * len(symbols)  # liquid on both sides nearly all the time
         assert filled > 0 and sum(m.filled_lots for m in bot.markets.values()) > 0
+        assert sum(t.orders for t in noise.markets.values()) > 150  # about 200 taker orders in 10 minutes
+        assert max(seen["BTC"]) > min(seen["BTC"])  # the inventory moved while the limits held
         assert sum(m.placed for m in bot.markets.values()) > 120  # it re-quoted as the price moved
         assert all(m.errors == 0 for m in bot.markets.values())
         assert_within_limits(bot, await bot.read_totals())

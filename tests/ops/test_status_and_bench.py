@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from api.accounts import create_account
 from pipeline.core.messages import Deposit, PlaceOrder
 from tests.ops.conftest import Served
@@ -31,6 +33,8 @@ async def test_status_prints_the_health_screen(served: Served, database_url: str
         await exchange.orders_in.send(PlaceOrder(time.time_ns(), key.account_id, "BTCUSDT", i, f"c{i}", "BUY",
                                                  price_ticks=100_000, qty_lots=1_000), key=key.account_id)
     await exchange.app.wait_caught_up(timeout=30)
+    async with httpx.AsyncClient(base_url=served.base_url) as http:
+        assert (await http.get("/healthz")).status_code == 200
     code, out, err = await run_cli("status", "--base-url", served.base_url, "--sample", "0.3",
                                    env={"REDIS_URL": served.redis_url, "DATABASE_URL": database_url})
     assert code == 0, out + err
@@ -45,16 +49,27 @@ async def test_status_prints_the_health_screen(served: Served, database_url: str
     assert "dead letters: 0" in out
     assert "persister lag:" in out
     assert f"API: {served.base_url}: 200 healthy" in out
+    # from the API's /metrics: its agents' batches, request latency by route, WebSockets
+    batch_row = next(line for line in lines if line.startswith("validate ") and "<=" in line).split()
+    assert round(int(batch_row[1]) * float(batch_row[2])) == 4, batch_row  # batches x mean size: 4 messages
+    route_row = next(line for line in lines if line.split()[:2] == ["GET", "/healthz"]).split()
+    assert int(route_row[2]) >= 1 and float(route_row[3]) > 0 and route_row[4] == "<=", route_row
+    assert "WebSocket clients: 0 open, 0 dropped as slow consumers" in out
 
 
-async def _bench(served: Served, via: str, out: Path) -> dict[str, object]:
+async def _bench(served: Served, via: str, out: Path, *extra: str) -> dict[str, object]:
     code, stdout, stderr = await run_cli(
         "bench", "--via", via, "--rate", "40", "--duration", "2", "--accounts", "4", "--connections", "8",
-        "--base-url", served.base_url, "--drain", "20", "--out", str(out), env={"REDIS_URL": served.redis_url},
-        timeout=120)
+        "--base-url", served.base_url, "--drain", "20", "--out", str(out), *extra,
+        env={"REDIS_URL": served.redis_url}, timeout=120)
     assert code == 0, stdout + stderr
     assert "t=  1s offered" in stderr  # progress while it runs
     assert "order -> trade published" in stdout
+    if "--baseline" in extra:  # the side-by-side rows against the same-run plain redis-py hop
+        baseline = next(line for line in stdout.splitlines() if line.startswith("plain redis-py hop (baseline)"))
+        assert baseline.split()[-1] == "1.00x"
+        validate = next(line for line in stdout.splitlines() if line.startswith("through validate"))
+        assert validate.split()[-1].endswith("x") and float(validate.split()[-1][:-1]) > 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return dict(report)
@@ -79,8 +94,11 @@ def _check(report: dict[str, object]) -> None:
     assert latency["ws"]["p50"] >= latency["trade"]["p50"] * 0.9
 
 
-async def test_bench_via_stream_and_http(served: Served, tmp_path: Path) -> None:
-    _check(await _bench(served, "stream", tmp_path / "stream"))
+async def test_bench_via_stream_http_and_ws(served: Served, tmp_path: Path) -> None:
+    stream = await _bench(served, "stream", tmp_path / "stream", "--baseline", "--baseline-events", "5000")
+    _check(stream)
+    assert stream["throughput"]["baseline_plain_hop_per_s"] > 0  # type: ignore[index]
     report = await _bench(served, "http", tmp_path / "http")
     _check(report)
     assert report["config"]["via"] == "http"  # type: ignore[index]
+    _check(await _bench(served, "ws", tmp_path / "ws"))  # the WebSocket API

@@ -58,6 +58,15 @@ def place(page: Page, side: str, qty: str, price: str | None = None, order_type:
     page.click("#submit")
 
 
+LAST_CANDLE = """() => {
+  const c = window.exchangeUi.chart, candles = c.candles.data(), volume = c.volume.data();
+  const last = candles[candles.length - 1], t = window.exchangeUi.state.trades[0];
+  return { time: last.time, close: last.close, high: last.high, low: last.low,
+           volume: volume[volume.length - 1].value, trade_time: t.T };
+}"""
+"""The last bar of the chart's candle and volume series, and the time of the newest trade on the tape."""
+
+
 def ask(page: Page, price: str) -> object:
     return page.locator(f'#asks .lvl[data-price="{price}"]')
 
@@ -107,6 +116,11 @@ def test_two_traders_trade_through_the_ui(browser: Browser, exchange_server: Exc
         expect(first).to_contain_text("30000.00")
         expect(first).to_contain_text("0.20000")
         expect(page.locator("#chart-legend")).to_have_attribute("data-close", "30000.00")
+        # the chart's last candle is the trade's minute, closing at its price, with its volume in it
+        bar = page.evaluate(LAST_CANDLE)
+        assert bar["time"] == bar["trade_time"] // 60_000 * 60, bar
+        assert bar["close"] == 30000 and bar["low"] <= 30000 <= bar["high"], bar
+        assert bar["volume"] >= 0.2 - 1e-9, bar
         expect(ask(page, "30000.00")).to_contain_text("0.30000")
         expect(page.locator("#head-last")).to_have_text("30,000.00")
     # 0.2 BTC for 6000 USDT, 0.1% fee (6 USDT) on each side, in the quote asset

@@ -102,12 +102,25 @@ export class BookSync {
     return v;
   }
 
-  /** The best `n` levels per side, as [price, qty] strings, best first. */
+  /** The best `n` levels per side, as [price, qty] strings, best first. One pass over the side keeping
+   *  the best `n` in order (drawn every frame under load: no sort of the whole book). */
   top(n) {
-    const sort = (m, desc) => [...m.entries()]
-      .map(([p, q]) => [p, q, this.num(p)])
-      .sort((a, b) => (desc ? (b[2] > a[2] ? 1 : b[2] < a[2] ? -1 : 0) : (a[2] > b[2] ? 1 : a[2] < b[2] ? -1 : 0)))
-      .slice(0, n);
-    return { bids: sort(this.bids, true), asks: sort(this.asks, false) };
+    const pick = (m, desc) => {
+      const out = [];
+      if (n <= 0) return out;
+      const better = (a, b) => (desc ? a > b : a < b);
+      for (const [p, q] of m) {
+        const v = this.num(p);
+        if (out.length === n && !better(v, out[n - 1][2])) continue;
+        let i = out.length === n ? n - 1 : out.length;
+        out[i] = [p, q, v];
+        while (i > 0 && better(out[i][2], out[i - 1][2])) {
+          [out[i], out[i - 1]] = [out[i - 1], out[i]];
+          i -= 1;
+        }
+      }
+      return out;
+    };
+    return { bids: pick(this.bids, true), asks: pick(this.asks, false) };
   }
 }

@@ -17,6 +17,7 @@ export class Socket {
     this.stopped = true;
     this.state = 'closed';
     this.retryAt = 0;
+    this.closes = []; // [code, reason] of every close the server or network caused (shown by the load bench)
   }
 
   start() {
@@ -74,8 +75,9 @@ export class Socket {
       }
       this.onMessage(data);
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       if (this.ws === ws) this.ws = null;
+      if (!this.stopped) this.closes.push([ev.code, ev.reason]);
       if (!this.stopped) this._retry();
     };
     ws.onerror = () => {}; // onclose follows
