@@ -28,6 +28,7 @@ from typing import Any, Final
 import msgspec
 
 from api.secretbox import KEY_ENV, SecretBox, SecretKeyError
+from api.store import multi
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,15 @@ async def create_api_key(client: Any, account_id: int, permissions: tuple[str, .
         raise LookupError(f"no account {account_id}")
     key = secrets.token_hex(32)
     secret = secrets.token_hex(32)
-    async with client.pipeline(transaction=True) as pipe:
+    # One MULTI on one server. On a cluster the two keys are in different slots, so a plain pipeline:
+    # the set entry goes first, so a crash in between leaves a listed key with no record (which
+    # `find_api_key` treats as unknown and revoke-key removes), never a working key nobody can list.
+    async with multi(client) as pipe:
         sealed = (box or default_box()).seal(secret, key)
+        pipe.sadd(f"acct:{account_id}:keys", key)
         pipe.hset(f"apikey:{key}", mapping={"account_id": str(account_id), "secret": sealed,
                                            "permissions": ",".join(permissions),
                                            "created": str(time.time_ns() // 1_000_000)})
-        pipe.sadd(f"acct:{account_id}:keys", key)
         await pipe.execute()
     return NewKey(account_id, key, secret, tuple(permissions))
 
@@ -108,7 +112,9 @@ async def revoke_api_key(client: Any, key: str) -> bool:
     if not data:
         return False
     account_id = _text(data.get(b"account_id", data.get("account_id", "")))
-    async with client.pipeline(transaction=True) as pipe:
+    # On a cluster (keys in two slots) a plain pipeline: the key record goes first, so a crash in
+    # between leaves at worst a dangling entry in the account's key list, never a live revoked key.
+    async with multi(client) as pipe:
         pipe.delete(f"apikey:{key}")
         pipe.srem(f"acct:{account_id}:keys", key)
         await pipe.execute()

@@ -5,7 +5,8 @@ fan-out reader of the published streams), shutdown stops it.
 
 `create_app(exchange)` serves the exchange whose agents run in this process (or
 elsewhere: the API reads only streams and read models in Redis, never agent memory).
-The exchange's transport must be a `RedisTransport` (its client serves the read models).
+The exchange's transport must be a `RedisTransport` or a `ClusterTransport` (its client serves the
+read models; on a cluster `api.store` covers what differs).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from litestar.connection import ASGIConnection
 
 from api.errors import invalid_symbol
 from api.keycache import KeyCache
+from api.store import stream_key
 from api.writer import CommandWriter
 from pipeline.core.markets import Asset, Market
 from pipeline.exchange import Exchange
@@ -116,7 +117,7 @@ async def pages_newest_first(client: Any, stream: str, decode: Callable[[bytes],
     """`stream`'s entries read backwards, `page` at a time: per page, each entry's decoded batch, newest first."""
     upper = "+"
     while True:
-        entries = await client.xrevrange(stream, max=upper, min="-", count=page)
+        entries = await client.xrevrange(stream_key(client, stream), max=upper, min="-", count=page)
         if not entries:
             return
         yield [decode(fields[b"d"]) if b"d" in fields else [] for _, fields in entries]

@@ -39,6 +39,7 @@ from api.context import (
 )
 from api.errors import ORDER_DOES_NOT_EXIST, UNKNOWN_ORDER, ApiError, illegal, mandatory, not_required, rejection
 from api.params import Params, read_params
+from api.store import mget
 from api.writer import order_id_key
 from pipeline.agents.publish.messages import OrderUpdate, OrderView
 from pipeline.agents.publish.readmodel import BalanceView
@@ -328,7 +329,7 @@ async def query_order(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 async def _ended(ctx: ApiContext, symbol: str, order_ids: list[int]) -> list[OrderView] | None:
-    raw = await ctx.client.mget([f"order:{symbol}:{i}" for i in order_ids])
+    raw = await mget(ctx.client, [f"order:{symbol}:{i}" for i in order_ids])
     views = [_view.decode(r) for r in raw if r]
     if len(views) < len(order_ids) or any(v.status in OPEN for v in views):
         return None
@@ -427,7 +428,7 @@ async def all_orders(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
     ids = sorted({int(v) for v in (await q.ctx.client.hgetall(f"clientid:{account_id}:{symbol}")).values()})
     if from_id is not None:
         ids = [i for i in ids if i >= from_id]
-    raw = await q.ctx.client.mget([f"order:{symbol}:{i}" for i in ids]) if ids else []
+    raw = await mget(q.ctx.client, [f"order:{symbol}:{i}" for i in ids])
     views = [v for v in (_view.decode(r) for r in raw if r) if v.account_id == account_id and q.within(v.created_ts)]
     return [order_json(q.market, v) for v in page_of(views, q.limit, from_start=from_id is not None or
                                                       q.start is not None)]

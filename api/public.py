@@ -25,6 +25,7 @@ from api.klines import (
     window_start,
 )
 from api.params import Params, read_params
+from api.store import is_cluster, mget
 from pipeline.agents.publish.candles import INTERVALS
 from pipeline.agents.publish.messages import Candle, Trade
 from pipeline.core.markets import Market
@@ -52,7 +53,7 @@ def _hash(raw: dict[Any, Any]) -> dict[str, int]:
 
 async def market_status(ctx: ApiContext, symbols: list[str]) -> dict[str, str]:
     """Each market's trading status: the operator's last `admin market` setting, else its spec."""
-    values = await ctx.client.mget([f"market:status:{s}" for s in symbols]) if symbols else []
+    values = await mget(ctx.client, [f"market:status:{s}" for s in symbols])
     return {s: _text(v) if v else ctx.markets[s].status for s, v in zip(symbols, values, strict=True)}
 
 
@@ -134,12 +135,30 @@ async def depth(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 async def read_book(ctx: ApiContext, symbol: str) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
-    """(lastUpdateId, bids best first, asks best first) of the depth read model, read in one MULTI/EXEC."""
-    async with ctx.client.pipeline(transaction=True) as pipe:
-        pipe.hgetall(f"depth:{symbol}:bids")
-        pipe.hgetall(f"depth:{symbol}:asks")
-        pipe.get(f"depth:{symbol}:id")
-        raw_bids, raw_asks, raw_id = await pipe.execute()
+    """(lastUpdateId, bids best first, asks best first) of the depth read model, in one MULTI/EXEC on one server.
+
+    On a cluster the three keys hash to different slots (publish writes them through its outbox,
+    one forwarder script per node, so they are not updated at one instant either): no MULTI is
+    possible. The read is then optimistic: id, both sides, id again, retried (3 times) while the
+    id moved. The book is each side's state at some moment of the read; lastUpdateId can still
+    differ from the sides by the updates of one publish batch in flight (diff-stream clients
+    resynchronise as Binance documents). The fix, not done: tag a market's read-model keys
+    (docs/scaling.md, "Tools on a cluster").
+    """
+    if is_cluster(ctx.client):
+        for _ in range(3):
+            before = await ctx.client.get(f"depth:{symbol}:id")
+            raw_bids = await ctx.client.hgetall(f"depth:{symbol}:bids")
+            raw_asks = await ctx.client.hgetall(f"depth:{symbol}:asks")
+            raw_id = await ctx.client.get(f"depth:{symbol}:id")
+            if raw_id == before:
+                break
+    else:
+        async with ctx.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(f"depth:{symbol}:bids")
+            pipe.hgetall(f"depth:{symbol}:asks")
+            pipe.get(f"depth:{symbol}:id")
+            raw_bids, raw_asks, raw_id = await pipe.execute()
     bids = sorted(((int(p), int(q)) for p, q in raw_bids.items() if int(q)), reverse=True)
     asks = sorted((int(p), int(q)) for p, q in raw_asks.items() if int(q))
     return int(raw_id or 0), bids, asks

@@ -49,6 +49,7 @@ from api.sessions import (
     session_account,
     session_token,
 )
+from api.store import mget, multi
 
 USERNAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$")
 PASSWORD_MIN: Final = 8
@@ -157,7 +158,7 @@ def users_router(config: UsersConfig | None = None) -> Router:
             raise ApiError(-1002, "Incorrect username or password.", 401)  # no such account can exist
         lower = name.lower()
         by_ip = f"loginfail:ip:{request.client.host if request.client else '?'}"
-        failures, ip_failures = (int(v or 0) for v in await client.mget([f"loginfail:{lower}", by_ip]))
+        failures, ip_failures = (int(v or 0) for v in await mget(client, [f"loginfail:{lower}", by_ip]))
         if failures >= LOGIN_FAILURES_MAX:
             raise ApiError(-1003, "Too many failed logins for this username; try again later.", 429,
                            {"Retry-After": str(LOGIN_LOCK_S)})
@@ -167,7 +168,9 @@ def users_router(config: UsersConfig | None = None) -> Router:
         record = {_text(k): _text(v) for k, v in (await client.hgetall(f"user:{lower}")).items()}
         stored = record.get("password") if record.get("account_id") else None
         if not await users.verify(stored, password):
-            async with client.pipeline(transaction=True) as pipe:
+            # On a cluster the two counters are in different slots: a plain pipeline (each INCR and its
+            # EXPIRE are sent together; only a connection lost in between could leave a counter unexpired).
+            async with multi(client) as pipe:
                 for counter in (f"loginfail:{lower}", by_ip):
                     pipe.incr(counter)
                     pipe.expire(counter, LOGIN_LOCK_S)

@@ -168,6 +168,8 @@ class PartitionRunner:
         self._entry_messages = 1.0  # messages per entry lately read (smoothed): sizes the next read
         self._commit_read = getattr(app.transport, "commit_read", None)
         self.lost = False
+        self.leaving = False
+        """Set to hand the partition over: stop at the next batch boundary as on a clean shutdown."""
         self.ready = False
         self.failure: Exception | None = None
         self.processed = 0
@@ -279,7 +281,7 @@ class PartitionRunner:
     async def _fetch(self) -> bool:
         """Read the next batch into the queue; False when the runner should stop."""
         app = self.app
-        while not app.stopping and not self.lost:
+        while not app.stopping and not self.lost and not self.leaving:
             if self._replay_until and self.agent.replay is not None:
                 await self._catch_up()
             if app.snapshots is not None:  # a batch boundary: everything committed, nothing in hand
@@ -298,8 +300,8 @@ class PartitionRunner:
                         raise FencedError(f"{self.agent.name}:{self.partition}: shared state lost")
                     return True
                 await self._commit()  # only undecodable entries: move them aside now
-        if app.stopping and not self.lost and app.snapshots is not None:
-            await app.snapshots.at_stop(self)  # clean shutdown: a last snapshot
+        if (app.stopping or self.leaving) and not self.lost and app.snapshots is not None:
+            await app.snapshots.at_stop(self)  # clean shutdown or hand-over: a last snapshot
         return False
 
     def _accept(self, reply: list[tuple[str, list[tuple[str, bytes]]]]) -> None:
@@ -364,7 +366,7 @@ class PartitionRunner:
         for stream, limit in list(self._replay_until.items()):
             done = await catch_up(self.app.transport, stream, self._positions[stream], limit, topic.value_type,
                                   lambda values: replay(state, values),
-                                  interrupted=lambda: self.app.stopping or self.lost)
+                                  interrupted=lambda: self.app.stopping or self.lost or self.leaving)
             if done.last_id is not None:
                 self._positions[stream] = done.last_id
             self.processed += done.messages
@@ -469,7 +471,7 @@ class PartitionRunner:
                                   DLQ_STREAM)
                     self.handle_error(exc)
                     continue
-                if self.app.stopping or self.lost:
+                if self.app.stopping or self.lost or self.leaving:
                     failed = self.lost
                     break
                 log.warning("%s returned before shutdown; starting it again", self.agent.name)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -34,7 +35,7 @@ from pipeline.errors import FencedError
 from pipeline.metrics import Metrics
 from pipeline.tables.table import Table as TableType
 from pipeline.topics import KeyToPartition, Topic, default_partitioner
-from pipeline.transport.base import Transport
+from pipeline.transport.base import Commit, Transport
 
 if TYPE_CHECKING:
     from pipeline.snapshots.manager import SnapshotManager
@@ -91,6 +92,17 @@ class App:
         partitions; past it, only a lease nobody took for two lease lifetimes (a dead worker's)."""
         self.snapshots: SnapshotManager | None = None
         """Set (before `start`) to snapshot and restore agent state (see `pipeline.snapshots`)."""
+        self.rebalance = False
+        """Announce this worker (`workers_key`) and keep at most a fair share of the leases: claim up to
+        `fair_share`, give leases above it to the other live workers (set before `start`)."""
+        self.rebalance_hold_s: float | None = None
+        """A lease is held at least this long before it is given away (default: two lease lifetimes)."""
+        self.live_workers = 1
+        """Workers of this app seen alive at the last heartbeat (this one included)."""
+        self._lease_holders: dict[str, list[tuple[str, int]]] = {}  # lease key -> (agent, partition) started here
+        self._acquired_at: dict[str, float] = {}  # lease key held here -> when it was acquired (monotonic)
+        self._giving: set[str] = set()  # leases being handed over: finish the batch, then release
+        self._seen_held: dict[str, float] = {}  # lease key -> when another worker was last seen holding it
 
     # -- declaring ---------------------------------------------------------------
 
@@ -180,6 +192,17 @@ class App:
         unknown = set(selected) - set(self.agents)
         if unknown:
             raise ValueError(f"unknown agents: {', '.join(sorted(unknown))}")
+        self._lease_holders = {}
+        for agent_name in selected:
+            agent = self.agents[agent_name]
+            for partition in range(agent.partitions):
+                self._lease_holders.setdefault(agent.lease_key(partition), []).append((agent.name, partition))
+        if self.rebalance:
+            try:  # be counted before claiming, so a late worker claims only its share
+                await self._heartbeat()
+            except Exception:
+                log.exception("announcing this worker failed; retrying")
+            self._tasks.append(asyncio.create_task(self._balance_loop(), name="balance"))
         for agent_name in selected:
             agent = self.agents[agent_name]
             for partition in range(agent.partitions):
@@ -228,6 +251,11 @@ class App:
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("%s ended with %r", task.get_name(), result)
+        if self.rebalance:
+            try:  # leases are released: stop counting in the other workers' fair share
+                await self._heartbeat(leaving=True)
+            except Exception:
+                log.warning("could not withdraw this worker from %s; it expires by itself", self.workers_key)
         if self.snapshots is not None:
             await self.snapshots.close()
 
@@ -242,6 +270,13 @@ class App:
         value: str | None = None
         waiting_since: float | None = None
         while not self.stopping:
+            if value is not None and key in self._giving:  # handed over (or failed while being handed over)
+                await self._hand_over(agent, partition, key, value)
+                value = None
+                self.standby.add((agent.name, partition))
+                waiting_since = time.monotonic()  # another worker claims it; past two lifetimes, we may again
+                await self._pause(self.lease_ttl_ms / 4000)
+                continue
             try:
                 waited = 0.0 if waiting_since is None else time.monotonic() - waiting_since
                 value = await self._take_lease(key, value, agent.name, waited)
@@ -287,7 +322,10 @@ class App:
 
     async def _take_lease(self, key: str, held: str | None, holder: str = "", waited: float = 0.0) -> str | None:
         """Keep the lease we still hold (same fencing token), join a co-owner's here, or acquire it anew
-        (unless `max_leases` are held here and this partition has waited less than two lease lifetimes)."""
+        (unless `max_leases` are held here and this partition has waited less than two lease lifetimes,
+        or, when rebalancing, this worker holds its fair share and the lease is not orphaned)."""
+        if key in self._giving:
+            return None  # being handed over: a co-owner here is still finishing its batch
         if held is not None and await self.transport.renew_lease(key, held, self.lease_ttl_ms):
             return held
         async with self._lease_lock:
@@ -295,13 +333,106 @@ class App:
             if shared is not None and await self.transport.renew_lease(key, shared[0], self.lease_ttl_ms):
                 shared[1].add(holder)
                 return shared[0]
-            if (self.max_leases is not None and len(self._local_leases) >= self.max_leases
-                    and waited < 2 * self.lease_ttl_ms / 1000):
+            lifetimes = 2 * self.lease_ttl_ms / 1000
+            held_here = len(self._local_leases)
+            if self.max_leases is not None and held_here >= self.max_leases and waited < lifetimes:
+                return None
+            if (self.rebalance and held_here >= fair_share(len(self._lease_holders), self.live_workers)
+                    and not await self._orphaned(key, waited)):
                 return None
             value = await self.transport.acquire_lease(key, self.owner, self.lease_ttl_ms)
             if value is not None:
                 self._local_leases[key] = (value, {holder})
+                self._acquired_at[key] = time.monotonic()
             return value
+
+    async def _orphaned(self, key: str, waited: float) -> bool:
+        """True if the lease has been free for two lease lifetimes (nobody under its share took it):
+        a worker at its share takes it anyway, but not one another worker just handed over."""
+        now = time.monotonic()
+        if await self.transport.get(key) is not None:
+            self._seen_held[key] = now
+            return False
+        return min(waited, now - self._seen_held.get(key, -math.inf)) >= 2 * self.lease_ttl_ms / 1000
+
+    def claim_limit(self) -> int | None:
+        """How many leases this worker claims while they are contested: `max_leases` and, when
+        rebalancing, its fair share of the leases among the live workers (None: no limit)."""
+        limits = [] if self.max_leases is None else [self.max_leases]
+        if self.rebalance:
+            limits.append(fair_share(len(self._lease_holders), self.live_workers))
+        return min(limits) if limits else None
+
+    @property
+    def workers_key(self) -> str:
+        """The sorted set of live workers (member: owner, score: expiry in ms), in partition 0's slot."""
+        return f"{{p0}}workers:{self.name}"
+
+    async def _heartbeat(self, *, leaving: bool = False) -> None:
+        """Announce this worker until one lease lifetime from now (or withdraw it), forget expired
+        workers, and count the live ones."""
+        now = time.time_ns() // 1_000_000
+        expiry = 0 if leaving else now + self.lease_ttl_ms
+        key = self.workers_key
+        await self.transport.commit(Commit("workers", writes=[
+            ("ZREMRANGEBYSCORE", key, "-inf", str(now)), ("ZADD", key, str(expiry), self.owner),
+        ]))
+        if not leaving:
+            members = await self.transport.zrange(key)
+            others = sum(1 for member, score in members if score > now and member != self.owner.encode())
+            self.live_workers = 1 + others
+
+    async def _balance_loop(self) -> None:
+        """Heartbeat every third of a lease lifetime; hand over leases held above the fair share."""
+        while not self.stopping:
+            await self._pause(self.lease_ttl_ms / 3000)
+            if self.stopping:
+                return
+            try:
+                await self._heartbeat()
+            except Exception:
+                log.exception("worker heartbeat failed; retrying")
+                continue
+            for key in self.leases_to_give():
+                log.warning("handing %s over to another worker (%d live)", key, self.live_workers)
+                self._giving.add(key)
+                for name, partition in self._lease_holders[key]:
+                    runner = self.runners.get((name, partition))
+                    if runner is not None:
+                        runner.leaving = True
+
+    def leases_to_give(self) -> list[str]:
+        """Leases held here above the fair share, most recently acquired first, each held at least
+        `rebalance_hold_s` and fully running; none unless another worker is alive."""
+        if self.live_workers < 2:
+            return []
+        held = [key for key in self._local_leases if key not in self._giving]
+        extra = len(held) - fair_share(len(self._lease_holders), self.live_workers)
+        if extra <= 0:
+            return []
+        now = time.monotonic()
+        hold = 2 * self.lease_ttl_ms / 1000 if self.rebalance_hold_s is None else self.rebalance_hold_s
+        movable = [
+            key for key in held
+            if now - self._acquired_at.get(key, now) >= hold and all(
+                (runner := self.runners.get(holder)) is not None and runner.ready and not runner.recovering
+                for holder in self._lease_holders.get(key, ()))
+        ]
+        movable.sort(key=lambda key: self._acquired_at.get(key, 0.0), reverse=True)
+        return movable[:extra]
+
+    async def _hand_over(self, agent: Agent[Any], partition: int, key: str, value: str) -> None:
+        """The runner stopped at a batch boundary (committed, snapshot taken): forget its state and,
+        once no co-owner here uses the lease, release it so a standby worker takes it at once."""
+        holders = self.table_holders
+        for table in agent.tables:
+            if not holders.get((table.name, partition)):
+                table.drop(partition)
+        if self._leave_lease(key, value, agent.name):
+            try:
+                await self.transport.release_lease(key, value)
+            except Exception:
+                log.warning("could not release %s; it expires by itself", key)
 
     def _leave_lease(self, key: str, value: str | None, holder: str) -> bool:
         """`holder` stops using the lease; True if no other agent here still does (release it then)."""
@@ -312,6 +443,8 @@ class App:
         if shared[1]:
             return False
         del self._local_leases[key]
+        self._giving.discard(key)
+        self._acquired_at.pop(key, None)
         return True
 
     async def _pause(self, seconds: float) -> None:
@@ -384,6 +517,11 @@ class App:
         asyncio.run(main())
 
 
+def fair_share(leases: int, workers: int) -> int:
+    """The leases one of `workers` live workers keeps: ceil(leases / workers), at least one."""
+    return max(1, -(-leases // max(1, workers)))
+
+
 async def wait_for_condition(
     check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.02
 ) -> None:
@@ -395,4 +533,4 @@ async def wait_for_condition(
         await asyncio.sleep(interval)
 
 
-__all__ = ["Agent", "AgentStream", "App", "Topic", "wait_for_condition"]
+__all__ = ["Agent", "AgentStream", "App", "Topic", "fair_share", "wait_for_condition"]

@@ -20,6 +20,10 @@ For each stream the trim bound (XTRIM MINID, exact) is the lowest of:
 
 Every stream trimmed is recorded in the Redis hash ``trimmed`` (stream -> bound): such a
 stream cannot be replayed from the beginning any more, which recovery checks.
+
+On a Valkey/Redis Cluster (`client` a `RedisCluster`) streams are planned by their logical
+names, as the transport lists them, and XTRIM / XINFO address each partition's tagged key
+(``{p3}orders.accepted:3``: `pipeline.transport.slots`); ``trimmed`` keeps logical names.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.snapshots.manager import TRIMMED_KEY, SnapshotRecord, Unit
+from pipeline.transport import slots
 from pipeline.transport.base import START, Transport, id_key
 
 log = logging.getLogger(__name__)
@@ -104,6 +109,13 @@ async def plan_trim(
     return plan
 
 
+def stream_key(client: Any, stream: str) -> str:
+    """The key of logical stream `stream` for `client` (tagged on a cluster)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return slots.physical(stream) if isinstance(client, RedisCluster) else stream
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -111,11 +123,12 @@ def _text(value: Any) -> str:
 async def _groups_bound(client: Any, stream: str) -> str:
     """The lowest entry any Redis consumer group of `stream` still needs (far past the end if none)."""
     bound = f"{2**63 - 1}-0"
-    for group in await client.xinfo_groups(stream):
+    key = stream_key(client, stream)
+    for group in await client.xinfo_groups(key):
         info = {_text(k): v for k, v in group.items()}
         bound = _lower(bound, _text(info.get("last-delivered-id", START)))
         if int(info.get("pending", 0) or 0):
-            pending = {_text(k): v for k, v in (await client.xpending(stream, info["name"])).items()}
+            pending = {_text(k): v for k, v in (await client.xpending(key, info["name"])).items()}
             if pending.get("min"):
                 bound = _lower(bound, _text(pending["min"]))
     return bound
@@ -125,7 +138,7 @@ async def apply_trim(client: Any, plan: Mapping[str, str]) -> dict[str, int]:
     """XTRIM each stream to its bound (exact MINID), remember it in ``trimmed``; entries removed per stream."""
     removed: dict[str, int] = {}
     for stream, bound in plan.items():
-        n = int(await client.xtrim(stream, minid=bound, approximate=False))
+        n = int(await client.xtrim(stream_key(client, stream), minid=bound, approximate=False))
         if n:
             await client.hset(TRIMMED_KEY, stream, bound)
             removed[stream] = n

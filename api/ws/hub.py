@@ -30,6 +30,7 @@ import msgspec
 
 from api.context import ApiContext
 from api.public import read_book
+from api.store import stream_key
 from api.ws.connection import NORMAL_CLOSURE, SLOW_CONSUMER, Connection
 from api.ws.names import ALL_MINI_TICKERS, ALL_TICKERS, PARTIAL_LEVELS, stream_name
 from api.ws.payloads import (
@@ -144,7 +145,7 @@ class Hub:
         self._stopping = False
         async with self.ctx.client.pipeline(transaction=False) as pipe:
             for stream in self._kinds:
-                pipe.xrevrange(stream, count=1)
+                pipe.xrevrange(stream_key(self.ctx.client, stream), count=1)
             lasts = await pipe.execute()
         self._positions = {stream: _text(last[0][0]) if last else "0-0" for stream, last in zip(self._kinds, lasts,
                                                                                                strict=True)}

@@ -25,6 +25,7 @@ from api.context import ApiContext, price_str, qty_str, quote_str, units_str
 from api.errors import ApiError
 from api.params import read_params
 from api.public import MS
+from api.store import multi
 from pipeline.agents.publish.messages import AccountUpdate, BalanceDelta, OrderUpdate
 from pipeline.core.markets import Asset, Market
 
@@ -63,7 +64,10 @@ async def open_stream(request: Request[Any, Any, Any], state: State) -> dict[str
     listen_key = raw.decode() if isinstance(raw, bytes) else raw
     if not listen_key or await listen_key_account(ctx.client, listen_key) != account:
         listen_key = secrets.token_hex(30)
-    async with ctx.client.pipeline(transaction=True) as pipe:
+    # On a cluster the two keys are in different slots: a plain pipeline. Both SETs carry their own
+    # expiry; a half-written pair is harmless: a key is only honoured if `listenkey:<key>` names the
+    # account, and a reverse entry whose key is gone makes the next open issue a new key.
+    async with multi(ctx.client) as pipe:
         pipe.set(f"listenkey:{listen_key}", str(account), ex=LISTEN_KEY_TTL_S)
         pipe.set(f"listenkey:account:{account}", listen_key, ex=LISTEN_KEY_TTL_S)
         await pipe.execute()
@@ -74,7 +78,7 @@ async def open_stream(request: Request[Any, Any, Any], state: State) -> dict[str
 async def keep_alive(request: Request[Any, Any, Any], state: State) -> dict[str, str]:
     ctx = _ctx(state)
     listen_key, account = await _key_param(request, ctx)
-    async with ctx.client.pipeline(transaction=True) as pipe:
+    async with multi(ctx.client) as pipe:  # cluster: plain pipeline, each EXPIRE stands alone
         pipe.expire(f"listenkey:{listen_key}", LISTEN_KEY_TTL_S)
         pipe.expire(f"listenkey:account:{account}", LISTEN_KEY_TTL_S)
         await pipe.execute()

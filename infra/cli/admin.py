@@ -53,9 +53,11 @@ def _run(coro: Any) -> int:
 async def _with_exchange(action: Any) -> int:
     from pipeline.config import PipelineConfig
     from pipeline.exchange import build_exchange
+    from pipeline.transport.cluster import ClusterTransport, open_transport
     from pipeline.transport.redis import RedisTransport
 
-    transport = RedisTransport(redis_url())
+    transport = open_transport(redis_url())  # redis+cluster:// -> ClusterTransport (api.store covers the client)
+    assert isinstance(transport, RedisTransport | ClusterTransport)
     try:
         exchange = build_exchange(transport, PipelineConfig.from_env())
         return int(await action(exchange, transport.client))

@@ -2,7 +2,8 @@
 
 Every API process writes orders into `orders.in` and reads the read models the publish
 agent keeps in Redis, so replicas behind any load balancer need nothing from each other.
-Uses REDIS_URL, else the running embedded Valkey (it never starts one).
+Uses REDIS_URL (``redis+cluster://`` for a Valkey Cluster), else the running embedded Valkey
+(it never starts one).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from infra.runner import run_exchange, run_loop
     from pipeline.config import PipelineConfig
     from pipeline.exchange import build_exchange
-    from pipeline.transport.redis import RedisTransport
+    from pipeline.transport.cluster import open_transport
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -35,7 +36,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     except (ToolError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    exchange = build_exchange(RedisTransport(url), config)
+    exchange = build_exchange(open_transport(url), config)  # redis+cluster:// -> ClusterTransport
 
     def ready(address: str | None) -> None:
         print(f"api is up: {address}", flush=True)

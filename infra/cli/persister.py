@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
 def cmd_persister(args: argparse.Namespace) -> int:
     from pipeline.config import PipelineConfig
     from pipeline.exchange import build_exchange
-    from pipeline.transport.redis import RedisTransport
+    from pipeline.transport.cluster import open_transport
     from recovery.persister import Persister, PersisterConfig, app_streams
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -42,7 +42,7 @@ def cmd_persister(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> int:
-        transport = RedisTransport(redis)
+        transport = open_transport(redis)  # redis+cluster:// -> ClusterTransport (tagged stream keys)
         # every partition of every topic, as the exchange is configured (EXCHANGE_MARKET_PARTITIONS)
         streams = app_streams(build_exchange(transport, pipeline_config).app)
         persister = Persister(transport, database, streams, persister_config)

@@ -80,9 +80,9 @@ async def _pipeline(url: str, sample: float, report: Report) -> None:
     from pipeline.deadletter import DEAD_LETTER_ENTRIES, DLQ_STREAM
     from pipeline.exchange import build_exchange
     from pipeline.metrics import consumer_lag
-    from pipeline.transport.redis import RedisTransport
+    from pipeline.transport.cluster import open_transport
 
-    transport = RedisTransport(url)
+    transport = open_transport(url)  # redis+cluster:// -> ClusterTransport (tagged keys, logical names)
     try:
         exchange = build_exchange(transport, PipelineConfig.from_env())
         first, started = await consumer_lag(transport), time.perf_counter()

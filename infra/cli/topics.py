@@ -1,4 +1,8 @@
-"""`exchange topics list|tail|lag|dlq|schema`: look at the streams as an operator."""
+"""`exchange topics list|tail|lag|dlq|schema`: look at the streams as an operator.
+
+Works on one server and on a Valkey Cluster (``REDIS_URL=redis+cluster://...``): streams are
+shown and named by their logical names (``orders.accepted:2``), not their tagged keys.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from pipeline.deadletter import DEAD_LETTER_ENTRIES, DLQ_STREAM
 from pipeline.metrics import consumer_lag
 from pipeline.schema import schema_document
 from pipeline.transport.base import START, id_key
-from pipeline.transport.redis import RedisTransport
+from pipeline.transport.cluster import open_transport
 
 
 def register(subparsers: Any) -> None:
@@ -49,7 +53,7 @@ def _when(entry_id: str) -> str:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
-    transport = RedisTransport(redis_url())
+    transport = open_transport(redis_url())
     try:
         rows = []
         for info in await transport.streams():
@@ -63,7 +67,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_lag(args: argparse.Namespace) -> int:
-    transport = RedisTransport(redis_url())
+    transport = open_transport(redis_url())
     try:
         rows = [(row.consumer, row.stream, row.last_id or "-", row.consumed, row.lag)
                 for row in await consumer_lag(transport)]
@@ -105,10 +109,11 @@ async def cmd_tail(args: argparse.Namespace) -> int:
             raise ToolError(f"--filter takes FIELD=VALUE, not {item!r}")
         filters.append((key, value))
     stream = args.stream if ":" in args.stream else f"{args.stream}:0"
-    transport = RedisTransport(redis_url())
+    transport = open_transport(redis_url())
     try:
-        if not await transport.client.exists(stream):
-            known = ", ".join(info.stream for info in await transport.streams()) or "none"
+        names = [info.stream for info in await transport.streams()]  # logical names, one server or a cluster
+        if stream not in names:
+            known = ", ".join(names) or "none"
             raise ToolError(f"no stream {stream!r} (streams: {known})")
         matched: list[tuple[str, Any]] = []
         # walk back from the end until enough entries match
@@ -137,7 +142,7 @@ async def cmd_tail(args: argparse.Namespace) -> int:
 
 
 async def cmd_dlq(args: argparse.Namespace) -> int:
-    transport = RedisTransport(redis_url())
+    transport = open_transport(redis_url())
     try:
         rows = []
         for entry_id, data in await transport.read_reverse(DLQ_STREAM, args.count):

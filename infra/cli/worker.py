@@ -4,6 +4,8 @@ Each (agent, partition) is claimed through its lease: a worker runs the partitio
 are free, stands by for the others and takes one over when its owner's lease expires
 (the owner died), restoring it from the snapshot and changelog; on SIGINT/SIGTERM it
 commits the batch in hand and releases its leases, so a standby takes over at once.
+Live workers announce themselves; one holding more than ceil(leases / live workers) hands
+the extra ones over the same clean way, so a worker added later gets its share.
 Several workers on several machines share the partitions this way (docs/scaling.md);
 ``REDIS_URL=redis+cluster://host:port`` points them at a Valkey/Redis Cluster.
 """
@@ -27,6 +29,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-partitions", type=int, default=None, metavar="N",
                         help="claim at most N leases while other workers want them (spreads partitions over "
                              "workers; past N only partitions left unclaimed for 2 lease lifetimes)")
+    parser.add_argument("--no-rebalance", action="store_true",
+                        help="keep every lease claimed (default: announce this worker and hand leases above "
+                             "ceil(leases / live workers) over to the others, so a worker added later gets its share)")
     parser.set_defaults(func=cmd_worker)
 
 
@@ -95,10 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print("error: risk and settle share the accounts state: run them in the same worker", file=sys.stderr)
         return 2
 
-    import msgspec
 
-    from pipeline.snapshots.config import SnapshotConfig
-    from pipeline.transport.cluster import ClusterTransport
     from recovery.snapshots import attach_snapshots
 
     try:  # snapshots (and restoring from them) need PostgreSQL: without it, agents replay their input
@@ -106,13 +108,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except ToolError as exc:
         database = None
         print(f"warning: no snapshots ({exc}): agents rebuild from the streams", file=sys.stderr)
-    snapshot_config = None
-    if isinstance(exchange.app.transport, ClusterTransport):
-        # the trimmer addresses streams by their single-server names: not on a cluster yet (docs/scaling.md)
-        snapshot_config = msgspec.structs.replace(SnapshotConfig.from_env(), trim=False)
-    attach_snapshots(exchange, database, snapshot_config)
+    attach_snapshots(exchange, database)  # trimming included: the trimmer handles tagged (cluster) streams
     report = OwnershipReport(exchange.app)
     exchange.app.max_leases = args.max_partitions
+    exchange.app.rebalance = not args.no_rebalance
 
     def ready(_: str | None) -> None:
         print(f"worker running: {', '.join(names or exchange.app.agents)}", flush=True)
