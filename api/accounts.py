@@ -28,7 +28,7 @@ from typing import Any, Final
 import msgspec
 
 from api.secretbox import KEY_ENV, SecretBox, SecretKeyError
-from api.store import multi
+from api.store import is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,20 @@ async def create_api_key(client: Any, account_id: int, permissions: tuple[str, .
         raise LookupError(f"no account {account_id}")
     key = secrets.token_hex(32)
     secret = secrets.token_hex(32)
-    # One MULTI on one server. On a cluster the two keys are in different slots, so a plain pipeline:
-    # the set entry goes first, so a crash in between leaves a listed key with no record (which
-    # `find_api_key` treats as unknown and revoke-key removes), never a working key nobody can list.
-    async with multi(client) as pipe:
-        sealed = (box or default_box()).seal(secret, key)
-        pipe.sadd(f"acct:{account_id}:keys", key)
-        pipe.hset(f"apikey:{key}", mapping={"account_id": str(account_id), "secret": sealed,
-                                           "permissions": ",".join(permissions),
-                                           "created": str(time.time_ns() // 1_000_000)})
-        await pipe.execute()
+    sealed = (box or default_box()).seal(secret, key)
+    record = {"account_id": str(account_id), "secret": sealed, "permissions": ",".join(permissions),
+              "created": str(time.time_ns() // 1_000_000)}
+    if is_cluster(client):
+        # the two keys are in different slots: one after the other, the list entry first, so a crash
+        # in between leaves a listed key with no record (unknown to `find_api_key`: it never works),
+        # never a working key nobody can list (a cluster pipeline gives no order between nodes)
+        await client.sadd(f"acct:{account_id}:keys", key)
+        await client.hset(f"apikey:{key}", mapping=record)
+    else:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.sadd(f"acct:{account_id}:keys", key)
+            pipe.hset(f"apikey:{key}", mapping=record)
+            await pipe.execute()
     return NewKey(account_id, key, secret, tuple(permissions))
 
 
@@ -112,12 +116,16 @@ async def revoke_api_key(client: Any, key: str) -> bool:
     if not data:
         return False
     account_id = _text(data.get(b"account_id", data.get("account_id", "")))
-    # On a cluster (keys in two slots) a plain pipeline: the key record goes first, so a crash in
-    # between leaves at worst a dangling entry in the account's key list, never a live revoked key.
-    async with multi(client) as pipe:
-        pipe.delete(f"apikey:{key}")
-        pipe.srem(f"acct:{account_id}:keys", key)
-        await pipe.execute()
+    if is_cluster(client):
+        # two slots: the key record first, so a crash in between leaves at worst a dangling entry
+        # in the account's key list, never a live revoked key
+        await client.delete(f"apikey:{key}")
+        await client.srem(f"acct:{account_id}:keys", key)
+    else:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.delete(f"apikey:{key}")
+            pipe.srem(f"acct:{account_id}:keys", key)
+            await pipe.execute()
     return True
 
 
