@@ -33,7 +33,7 @@ from pipeline.core.exchange import ExchangeCore
 from pipeline.core.markets import Market
 from pipeline.core.messages import SetMarketStatus
 from pipeline.messages import Codec
-from recovery.replay_source import MessageId, MessageKey, ReplayError, read_range
+from recovery.replay_source import MessageId, MessageKey, ReplayError, open_client, read_range
 
 REPLAYABLE: Final = {ORDERS_IN.name: "every stage: validate, risk, match, settle",
                      ORDERS_VALID.name: "risk, match, settle (input that passed validation)",
@@ -184,8 +184,6 @@ async def replay_state(
     beginning for balances and books to be complete. Entries trimmed from Redis are read from
     the archive at `database_url`.
     """
-    import redis.asyncio as aioredis
-
     from pipeline.config import PipelineConfig
     from pipeline.core.markets import load_markets
 
@@ -196,7 +194,7 @@ async def replay_state(
         base = ReplayCore(markets, stages=topic_name)
     elif base.stages != topic_name:
         raise ReplayError(f"the base core runs the stages of {base.stages}, not of {topic_name}")
-    client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+    client = open_client(redis_url)  # one server, or a cluster for a redis+cluster:// URL
     try:
         return await replay_into(base, client, stream, start=start, end=end, database_url=database_url,
                                  on_step=on_step, progress=progress)

@@ -10,6 +10,10 @@ The group then reads exactly the range with ``XREADGROUP GROUP <group> <consumer
 Each appended entry has the runtime's layout (field ``d``: a msgpack array of messages,
 see `pipeline.batching`) plus ``src``: the entry id it came from, so a consumer can tell
 where each message was originally. Entries trimmed from Redis come from the archive.
+
+On a Valkey Cluster (a `RedisCluster` client) the replay stream and its counters carry the
+source partition's hash tag (``{p0}replay.backfill.orders.events:0``, ``{p0}meta:replay...``),
+so each flush is still one MULTI/EXEC in one slot; the returned name is then that key.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import re
 from typing import Any, Final
 
 from pipeline.batching import pack
-from recovery.replay_source import MessageKey, ReplayError, read_range
+from recovery.replay_source import MessageKey, ReplayError, meta_key, read_range, stream_key
 
 _GROUP_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _FLUSH_ENTRIES: Final = 500
@@ -31,10 +35,11 @@ def replay_stream(group: str, stream: str) -> str:
 
 async def deliver_to_group(client: Any, stream: str, group: str, start: MessageKey | None, end: MessageKey | None,
                            database_url: str | None = None) -> tuple[str, int, int]:
-    """Append the range of `stream` to the group's replay stream; (that stream, entries, messages)."""
+    """Append the range of `stream` to the group's replay stream; (its key, entries, messages)."""
     if not _GROUP_RE.match(group):
         raise ReplayError(f"group name {group!r}: use 1-64 letters, digits, '_', '-' or '.'")
-    target = replay_stream(group, stream)
+    logical = replay_stream(group, stream)
+    target, counters = stream_key(client, logical), meta_key(client, logical)
     try:
         await client.xgroup_create(target, group, id="0", mkstream=True)
     except Exception as exc:  # BUSYGROUP: the group exists and keeps its position
@@ -50,7 +55,7 @@ async def deliver_to_group(client: Any, stream: str, group: str, start: MessageK
         async with client.pipeline(transaction=True) as pipe:
             for source, parts in pending:
                 pipe.xadd(target, {"d": pack(parts), "src": source})
-            pipe.hincrby(f"meta:{target}", "added", sum(len(parts) for _, parts in pending))
+            pipe.hincrby(counters, "added", sum(len(parts) for _, parts in pending))
             await pipe.execute()
         entries += len(pending)
         messages += sum(len(parts) for _, parts in pending)

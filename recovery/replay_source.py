@@ -10,6 +10,11 @@ carries a batch of messages): ``1764547200123-0#2``, as `exchange topics tail` s
 Entries still in Redis are read from Redis; older ones (trimmed from Redis once archived
 and covered by a snapshot) from the persister's ``event_archive``. A range that needs
 entries found in neither is refused with `ReplayError`, never silently shortened.
+
+Streams are named by their logical names (``orders.in:0``) everywhere here; on a Valkey
+Cluster (`open_client` of a ``redis+cluster://`` URL gives a `RedisCluster`) the Redis
+commands go to the partition's tagged key (``{p0}orders.in:0``, `pipeline.transport.slots`),
+and the archive keeps the logical names on both.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from pipeline.errors import ExchangeError
+from pipeline.transport import slots
+from pipeline.transport.cluster import CLUSTER_SCHEME, cluster_url
 from recovery.rows import split_entry
 
 MAX_SEQ: Final = (1 << 64) - 1
@@ -39,6 +48,32 @@ _ARCHIVE_ROWS_PER_READ: Final = 5000
 
 class ReplayError(ExchangeError):
     """A replay that cannot be done as asked: unknown topic, malformed or unreadable range."""
+
+
+def open_client(url: str) -> Any:
+    """A plain client for `url`: `RedisCluster` for ``redis+cluster://``, else `redis.asyncio.Redis` (bytes)."""
+    if url.startswith(CLUSTER_SCHEME):
+        return RedisCluster.from_url(cluster_url(url), decode_responses=False)
+    return aioredis.Redis.from_url(url, decode_responses=False)
+
+
+def stream_key(client: Any, stream: str) -> str:
+    """The Redis key of a logical stream name for `client` (its partition's tagged key on a cluster)."""
+    return slots.physical(stream) if isinstance(client, RedisCluster) else stream
+
+
+def meta_key(client: Any, stream: str) -> str:
+    """The key of a stream's counters (``meta:<stream>``; in the stream's slot on a cluster)."""
+    return f"{slots.tag(stream)}meta:{stream}" if isinstance(client, RedisCluster) else f"meta:{stream}"
+
+
+async def stream_names(client: Any) -> list[str]:
+    """The logical names of the partitioned streams (``topic:N``) in Redis, sorted."""
+    if isinstance(client, RedisCluster):
+        keys = {_text(k) async for k in client.scan_iter(match="*", count=1000, _type="stream")}
+        names = {slots.logical(k) for k in keys}
+        return sorted(n for n in names if ":" in n and slots.physical(n) in keys)
+    return sorted({_text(k) async for k in client.scan_iter(match="*:*", _type="stream")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +183,10 @@ class StreamExtent:
 
 async def stream_extent(client: Any, stream: str) -> StreamExtent:
     """First and last entry ids in Redis and how many entries were trimmed (XINFO STREAM)."""
-    if not await client.exists(stream):
+    key = stream_key(client, stream)
+    if not await client.exists(key):
         return StreamExtent(None, None, 0)
-    info = {_text(k): v for k, v in (await client.xinfo_stream(stream)).items()}
+    info = {_text(k): v for k, v in (await client.xinfo_stream(key)).items()}
     first, last = info.get("first-entry"), info.get("last-entry")
     added = int(info.get("entries-added") or 0)
     return StreamExtent(
@@ -172,8 +208,9 @@ async def _redis_messages(client: Any, stream: str, start: MessageKey | None, en
                           ) -> AsyncIterator[tuple[MessageId, bytes]]:
     low = "-" if start is None else f"{start[0]}-{start[1]}"
     high = "+" if end is None else f"{end[0]}-{min(end[1], MAX_SEQ)}"
+    key = stream_key(client, stream)
     while True:
-        entries = await client.xrange(stream, min=low, max=high, count=_ENTRIES_PER_READ)
+        entries = await client.xrange(key, min=low, max=high, count=_ENTRIES_PER_READ)
         if not entries:
             return
         for raw_id, fields in entries:
@@ -240,6 +277,8 @@ async def archive_reach(database_url: str, stream: str) -> tuple[tuple[int, int]
 async def read_range(client: Any, stream: str, start: MessageKey | None, end: MessageKey | None,
                      database_url: str | None = None) -> AsyncIterator[tuple[MessageId, bytes]]:
     """Every message of `stream` from `start` to `end` (inclusive, None = the edge), in stream order.
+
+    `stream` is a logical name; `client` a plain client or a `RedisCluster` (see `open_client`).
 
     Reads the archive for what Redis no longer holds; raises `ReplayError` if part of
     the range is in neither.

@@ -13,6 +13,10 @@ before ``--from`` too, quietly (the books and balances then are those of the exc
 ``--fresh`` starts from nothing at ``--from`` instead. The live agents are never touched.
 Entries already trimmed from Redis are read from the PostgreSQL archive (DATABASE_URL or
 the running embedded PostgreSQL).
+
+Works on one server and on a Valkey Cluster (``REDIS_URL=redis+cluster://...``): streams are
+named by their logical names (``orders.accepted:2``); on a cluster they are read from the
+partition's tagged key, and --into-group writes ``{pN}replay.<group>.<stream>`` (printed).
 """
 
 from __future__ import annotations
@@ -75,13 +79,19 @@ def _optional_database_url() -> str | None:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
-
     from pipeline.config import PipelineConfig
     from pipeline.core.markets import load_markets
     from recovery.replay import REPLAYABLE, ReplayCore, ReplayProgress, replay_into, topic_and_stream
     from recovery.replay_group import deliver_to_group
-    from recovery.replay_source import ReplayError, format_key, just_before, parse_bound
+    from recovery.replay_source import (
+        ReplayError,
+        format_key,
+        just_before,
+        open_client,
+        parse_bound,
+        stream_key,
+        stream_names,
+    )
 
     _check_args(args)
     topic, stream = topic_and_stream(args.topic)
@@ -92,11 +102,11 @@ async def _replay(args: argparse.Namespace) -> int:
         start, end = parse_bound(args.start, "from"), parse_bound(args.end, "to")
     if start is not None and end is not None and start > end:
         raise ReplayError(f"the range is empty: --from {format_key(start)} is after --to {format_key(end)}")
-    client = aioredis.Redis.from_url(redis_url(), decode_responses=False)
+    client = open_client(redis_url())  # one server, or a cluster (redis+cluster://): logical stream names
     try:
         db = _optional_database_url()
-        if not await client.exists(stream) and db is None:
-            known = sorted({k.decode() async for k in client.scan_iter(match="*:*", _type="stream")})
+        if not await client.exists(stream_key(client, stream)) and db is None:
+            known = await stream_names(client)
             raise ToolError(f"no stream {stream!r} in Redis (streams: {', '.join(known) or 'none'})")
         if args.into_group:
             began = time.monotonic()

@@ -5,6 +5,10 @@ isolated replay of the topic up to that offset (inclusive; an entry id, a time, 
 leads to (see `exchange replay`). A replay of ``orders.accepted`` holds the books only;
 of ``orders.valid`` / ``orders.in`` the books and the accounts. Only what both sides hold
 is compared.
+
+Replay sides read the streams of REDIS_URL, one server or a Valkey Cluster (``redis+cluster://``):
+``replay:orders.accepted:2@<offset>`` names a stream of a market partition (a topic name means
+partition 0); on a cluster each partition's stream has its own entry ids.
 """
 
 from __future__ import annotations
@@ -136,7 +140,7 @@ def diff_maps(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> list[tuple[Any, Any
 
 def _section(title: str, headers: list[str], rows: list[list[Any]], limit: int) -> None:
     print(f"\n{title}: {len(rows)} difference(s)")
-    print_table(headers, rows[:limit])
+    print_table(headers, rows[:limit], out=sys.stdout)  # the current stdout (the default is bound at import)
     if len(rows) > limit:
         print(f"... and {len(rows) - limit} more")
 

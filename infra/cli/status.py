@@ -230,8 +230,9 @@ async def look(base_url: str, sample: float) -> Report:
     return report
 
 
-def render(report: Report, out: TextIO = sys.stdout) -> None:
-    """Print the report as a few aligned tables."""
+def render(report: Report, out: TextIO | None = None) -> None:
+    """Print the report as a few aligned tables (to `out`, default the current `sys.stdout`)."""
+    out = sys.stdout if out is None else out
     verdict = "OK" if not report.problems else "PROBLEMS: " + "; ".join(report.problems)
     print(f"exchange status at {report.when}: {verdict}\n", file=out)
     print_table(("service", "state", "url"), report.services, out)
