@@ -43,7 +43,11 @@ class ApiConfig:
     weight_per_minute: int = 6000
     """Binance REQUEST_WEIGHT limit per client IP and minute; 0 turns rate limiting off."""
     ws_queue: int = 1000
-    """Messages a WebSocket connection may have waiting to be sent; beyond that it is dropped (slow consumer)."""
+    """Messages a WebSocket connection may have waiting to be sent; beyond that for `ws_slow_grace_s` (or
+    beyond ten times it at once) it is dropped as a slow consumer."""
+    ws_slow_grace_s: float = 2.0
+    """How long a connection may stay over `ws_queue` (a burst it is draining) before it is dropped; 0:
+    dropped as soon as it is over."""
     ws_messages_per_second: int = 5
     """Binance: incoming messages per second per market-stream connection; beyond, it is closed."""
     ws_connections_per_5m: int = 300
@@ -65,6 +69,7 @@ class ApiConfig:
         return cls(result_timeout_s=number("EXCHANGE_API_RESULT_TIMEOUT_MS", 5000) / 1000,
                    weight_per_minute=number("EXCHANGE_API_WEIGHT_PER_MINUTE", 6000),
                    ws_queue=max(1, number("EXCHANGE_API_WS_QUEUE", 1000)),
+                   ws_slow_grace_s=number("EXCHANGE_API_WS_SLOW_GRACE_MS", 2000) / 1000,
                    ws_messages_per_second=number("EXCHANGE_API_WS_MESSAGES_PER_S", 5),
                    ws_connections_per_5m=number("EXCHANGE_API_WS_CONNECTIONS_PER_5M", 300),
                    key_cache_s=number("EXCHANGE_API_KEY_CACHE_MS", 1000) / 1000)

@@ -1,7 +1,8 @@
 """One client WebSocket: a bounded send queue drained by its own task, and a receive loop.
 
 Producers (the hub, request handlers) only `push`, never await the socket: a client
-whose queue is full is dropped with close code 1008 "slow consumer", so one slow
+whose queue stays over its size for the grace period (a burst it cannot drain), or
+grows to ten times it, is dropped with close code 1008 "slow consumer", so one slow
 reader never slows the reader that feeds everyone else. `finish` closes after what
 is queued has been sent (e.g. after `listenKeyExpired`).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -20,13 +22,16 @@ from litestar.exceptions import WebSocketDisconnect
 NORMAL_CLOSURE: Final = 1000
 POLICY_VIOLATION: Final = 1008
 SLOW_CONSUMER: Final = "slow consumer"
+HARD_LIMIT_FACTOR: Final = 10
+"""A connection over `queue_size` x this is dropped at once, grace or not (bounds the memory)."""
 _json = msgspec.json.Encoder()
 
 
 class Connection:
     """A connected client and what it is subscribed to."""
 
-    def __init__(self, socket: WebSocket[Any, Any, Any], queue_size: int, combined: bool = False) -> None:
+    def __init__(self, socket: WebSocket[Any, Any, Any], queue_size: int, combined: bool = False, *,
+                 grace_s: float = 0.0) -> None:
         self.socket = socket
         self.combined = combined
         self.streams: set[str] = set()
@@ -35,17 +40,28 @@ class Connection:
         """User streams subscribed to: listenKey -> account id."""
         self.close_reason: str | None = None
         self.close_code = POLICY_VIOLATION
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_size + 1)
+        self._hard_limit = queue_size if grace_s <= 0 else queue_size * HARD_LIMIT_FACTOR
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(self._hard_limit + 1)
         self._queue_size = queue_size
+        self._grace_s = grace_s
+        self._over_since: float | None = None
+        """When the queue was last seen going over `queue_size` (None: not over)."""
         self._sender: asyncio.Task[None] | None = None
 
     def push(self, text: bytes) -> None:
         """Queue one text frame; drops the client if it has fallen too far behind."""
         if self.close_reason is not None:
             return
-        if self._queue.qsize() >= self._queue_size:
-            self.drop(SLOW_CONSUMER)
-            return
+        size = self._queue.qsize()
+        if size < self._queue_size:
+            self._over_since = None
+        else:
+            now = time.monotonic()
+            if self._over_since is None:
+                self._over_since = now
+            if size >= self._hard_limit or now - self._over_since >= self._grace_s:
+                self.drop(SLOW_CONSUMER)
+                return
         self._queue.put_nowait(text)
 
     def push_json(self, value: Any) -> None:

@@ -109,7 +109,7 @@ async def serve_streams(socket: WebSocket[Any, Any, Any], names: list[str], comb
     hub: Hub = state.hub
     if not await admit(socket):
         return
-    conn = Connection(socket, ctx.config.ws_queue, combined)
+    conn = Connection(socket, ctx.config.ws_queue, combined, grace_s=ctx.config.ws_slow_grace_s)
     rate = SlidingWindow(ctx.config.ws_messages_per_second, 1.0)
     try:
         # Subscribed before the handshake completes: whatever is read after the client connected, it gets.

@@ -138,7 +138,7 @@ async def ws_api(socket: WebSocket[Any, Any, Any]) -> None:
     limiter: WeightLimiter | None = getattr(socket.app.state, "limiter", None)
     ip = client_ip(socket)
     await socket.accept()
-    conn = Connection(socket, ctx.config.ws_queue)
+    conn = Connection(socket, ctx.config.ws_queue, grace_s=ctx.config.ws_slow_grace_s)
     running: set[asyncio.Task[None]] = set()
 
     async def on_text(text: str) -> None:

@@ -124,7 +124,8 @@ async def test_subscribe_on_bare_socket_heartbeat_and_bad_names(ws_api: Served) 
 
 
 async def test_slow_consumer_is_dropped_not_waited_for(redis_url: str) -> None:
-    async with served(redis_url, ApiConfig(result_timeout_s=5.0, weight_per_minute=0, ws_queue=2)) as api:
+    config = ApiConfig(result_timeout_s=5.0, weight_per_minute=0, ws_queue=2, ws_slow_grace_s=0)
+    async with served(redis_url, config) as api:
         maker = await api.account("maker", funds={"BTC": "1"})
         taker = await api.account("taker", funds={"USDT": "10000"})
         many = "/".join(["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@depth", "btcusdt@depth@100ms",
@@ -145,3 +146,20 @@ async def test_slow_consumer_is_dropped_not_waited_for(redis_url: str) -> None:
             return not api.app.state.hub.subs
 
         await eventually(unsubscribed)
+
+
+async def test_a_burst_a_client_drains_within_the_grace_does_not_drop_it(redis_url: str) -> None:
+    """Over its queue size for less than the grace period (and under ten times it): kept, gets everything."""
+    config = ApiConfig(result_timeout_s=5.0, weight_per_minute=0, ws_queue=2, ws_slow_grace_s=5.0)
+    async with served(redis_url, config) as api:
+        maker = await api.account("maker", funds={"BTC": "1"})
+        taker = await api.account("taker", funds={"USDT": "10000"})
+        many = "/".join(["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@depth", "btcusdt@depth@100ms",
+                         "btcusdt@ticker", "btcusdt@miniTicker", "btcusdt@kline_1s", "btcusdt@kline_1m"])
+        async with api.ws(f"/stream?streams={many}") as busy:
+            await api.buy_sell(maker, taker)  # one read brings more than 2 messages at once
+            first = await recv_until(busy, lambda m: m.get("stream") == "btcusdt@trade")
+            await api.buy_sell(maker, taker)
+            second = await recv_until(busy, lambda m: m.get("stream") == "btcusdt@trade")
+            assert (first["data"]["t"], second["data"]["t"]) == (1, 2)
+        assert api.app.state.hub.dropped_slow == 0

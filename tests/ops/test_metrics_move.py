@@ -54,7 +54,8 @@ async def rig(redis_flush: str, database_flush: str, monkeypatch: pytest.MonkeyP
     attach_snapshots(exchange, database_flush, SnapshotConfig(interval_s=0))
     await exchange.app.start()
     port = free_port()
-    app = create_app(exchange, config=ApiConfig(weight_per_minute=0, ws_queue=2))  # 2: slow consumers show quickly
+    # a queue of 2 and no grace: a slow consumer shows at once
+    app = create_app(exchange, config=ApiConfig(weight_per_minute=0, ws_queue=2, ws_slow_grace_s=0))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     serving = asyncio.create_task(server.serve())
     try:
