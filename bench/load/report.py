@@ -35,8 +35,9 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
     prof = report.get("profile", {})
     if prof.get("cpu_seconds"):
         print(file=out)
-        print_table(("process", "CPU s", "CPU us per request"),
-                    [(k, v["seconds"], v["us_per_request"]) for k, v in prof["cpu_seconds"].items()], out)
+        print_table(("process", "CPU s", "CPU us per sent request", "CPU us per answered"),
+                    [(k, v["seconds"], v["us_per_request"], v.get("us_per_answered", "-"))
+                     for k, v in prof["cpu_seconds"].items()], out)
     if prof.get("exchange_process_split"):
         print(file=out)
         print_table(("exchange process: where the samples were", "share %"),

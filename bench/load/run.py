@@ -16,6 +16,7 @@ import platform
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -44,8 +45,8 @@ class LoadConfig:
     duration: float = 10.0
     accounts: int = 50
     symbols: list[str] = field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
-    connections: int = 16
-    """HTTP keep-alive connections, or WebSocket API connections (--via ws)."""
+    connections: int | None = None
+    """HTTP keep-alive connections, or WebSocket API connections (--via ws); None: `default_connections`."""
     base_url: str | None = None
     """A running exchange's API; None starts one (embedded servers in a temp dir)."""
     redis_url: str | None = None
@@ -61,6 +62,20 @@ class LoadConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     profile: str | None = None
     """Directory for a py-spy profile of the exchange process (only when the bench started it)."""
+
+
+HTTP_WINDOW_S = 0.05
+"""Answer time the default HTTP connection count is sized for (Little's law: connections = rate x time)."""
+
+
+def default_connections(via: Via, rate: float) -> int:
+    """Connections when none are given. HTTP/1.1 carries one request at a time per connection, so a fixed
+    16 capped what reached the server at 16 / answer time (about 300/s at the 50 ms an idle exchange takes)
+    whatever the offered rate, and the rest waited in the generator; sized by the rate instead (16-256).
+    The WebSocket API pipelines up to WS_API_IN_FLIGHT requests per connection: 16 is plenty."""
+    if via != "http":
+        return 16
+    return max(16, min(256, int(rate * HTTP_WINDOW_S)))
 
 
 def _free_port() -> int:
@@ -222,10 +237,11 @@ async def _run(config: LoadConfig, base_url: str, url: str, embedded: bool, pids
             await ws_watch.start()
             watchers.append(ws_watch)
         common: tuple[Any, ...] = (markets, keys, mix, recorder, config.max_in_flight)
+        connections = config.connections or default_connections(config.via, config.rate)
         if config.via == "http":
-            sender = HttpSender(base_url, config.connections, *common)
+            sender = HttpSender(base_url, connections, *common)
         elif config.via == "ws":
-            sender = WsApiSender(ws_url, config.connections, *common)
+            sender = WsApiSender(ws_url, connections, *common)
         else:
             sender = StreamSender(exchange, client, *common)
         await sender.start()
@@ -254,9 +270,12 @@ async def _run(config: LoadConfig, base_url: str, url: str, embedded: bool, pids
         cpu_after = profile.process_cpu(pids)
         if spy is not None:
             await profile.stop_py_spy(spy)
+        answered = recorder.counts.acked + recorder.counts.rejected
         cpu = {name: {"seconds": round(cpu_after[name] - cpu_before[name], 3),
                       "us_per_request": round((cpu_after[name] - cpu_before[name]) / max(1, recorder.counts.sent) * 1e6,
-                                              1)}
+                                              1),
+                      # per sent request understates the cost when many are still unanswered at the end
+                      "us_per_answered": round((cpu_after[name] - cpu_before[name]) / max(1, answered) * 1e6, 1)}
                for name in cpu_after if name in cpu_before}
         ws_deadline = time.monotonic() + min(5.0, config.drain_s)
         while ws_watch is not None and recorder.ws_missing and time.monotonic() < ws_deadline:
@@ -265,12 +284,19 @@ async def _run(config: LoadConfig, base_url: str, url: str, embedded: bool, pids
                          consumed_before, consumed_after, ws_watch, load_start)
         report["profile"] = profile.summary(spy_path, cpu)
         return report
-    finally:
+    finally:  # each close bounded: a hung close must not keep the run (and its exchange) alive forever
         if sender is not None:
-            await sender.close()
+            await _bounded(sender.close(), "the sender")
         for watcher in watchers:
-            await watcher.close()
+            await _bounded(watcher.close(), type(watcher).__name__)
         await transport.close()
+
+
+async def _bounded(closing: Coroutine[Any, Any, None], what: str, seconds: float = 15.0) -> None:
+    try:
+        await asyncio.wait_for(closing, seconds)
+    except TimeoutError:
+        _say(f"warning: closing {what} took over {seconds:g} s; left behind")
 
 
 def _report(config: LoadConfig, recorder: Recorder, sender: Sender, baseline: float | None, base_url: str,
@@ -301,6 +327,7 @@ def _report(config: LoadConfig, recorder: Recorder, sender: Sender, baseline: fl
                   ws_missing=recorder.ws_missing if ws_watch else None, dropped=dropped)
     return {
         "config": {**{k: v for k, v in asdict(config).items() if k not in ("mix",)}, "mix": asdict(config.mix),
+                   "connections": config.connections or default_connections(config.via, config.rate),
                    "base_url": base_url, "embedded": embedded},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": load_start,
                     "loadavg_end": os.getloadavg(), "when_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())},

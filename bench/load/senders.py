@@ -33,6 +33,7 @@ from pipeline.exchange import Exchange
 
 Due = Sequence[tuple[int, Intent]]
 REQUEST_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
 WS_API_IN_FLIGHT = 900
 """Requests in flight per WebSocket API connection: below the server's cap (its send queue, 1000 by
 default), beyond which it closes the connection (1008); more wait in the generator, and that wait
@@ -174,12 +175,16 @@ class HttpSender(_Base):
         self._answered(sched, intent, response.status, body)
 
     async def close(self) -> None:
+        # bounded: one overloaded 250-connection run hung after its drain, one connection still holding
+        # an unsent request (where exactly it waited was not pinned down); a close must not hang the run
         for worker in self._workers:
             worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._workers:
+            await asyncio.wait(self._workers, timeout=CLOSE_TIMEOUT_S)
         await super().close()
         if self._session is not None:
-            await self._session.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._session.close(), CLOSE_TIMEOUT_S)
 
 
 class WsApiSender(_Base):

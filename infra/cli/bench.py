@@ -28,7 +28,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of offered load (default 10)")
     parser.add_argument("--accounts", type=int, default=50, help="accounts to create and fund (default 50)")
     parser.add_argument("--symbols", default="BTCUSDT,ETHUSDT", help="markets to trade (comma-separated)")
-    parser.add_argument("--connections", type=int, default=16, help="HTTP or WebSocket API connections")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="HTTP or WebSocket API connections (default: HTTP rate x 50 ms, 16-256; WebSocket 16)")
     parser.add_argument("--base-url", default=None,
                         help="a running exchange's API (with REDIS_URL or its data dir); default: start one")
     parser.add_argument("--port", type=int, default=0, help="port of the exchange it starts (default: a free one)")
