@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from typing import Any
@@ -27,7 +26,7 @@ def _progress(message: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from infra.runner import run_exchange
+    from infra.runner import run_exchange, run_loop
     from pipeline.config import PipelineConfig
     from pipeline.exchange import build_exchange
     from pipeline.snapshots.config import SnapshotConfig
@@ -63,8 +62,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"exchange is up: {address}  (agents: {agents}; Ctrl-C stops it)", flush=True)
 
     try:
-        asyncio.run(run_exchange(exchange, host=args.host, port=args.port, on_ready=ready, services=[persister],
-                                 clients=clients))
+        run_loop(run_exchange(exchange, host=args.host, port=args.port, on_ready=ready, services=[persister],
+                              clients=clients))  # uvloop with EXCHANGE_UVLOOP=1, as `exchange worker`
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
