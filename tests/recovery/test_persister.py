@@ -25,12 +25,20 @@ TABLE_COUNTS = "SELECT (SELECT count(*) FROM event_archive), (SELECT count(*) FR
                " (SELECT count(*) FROM ledger), (SELECT count(*) FROM orders), (SELECT count(*) FROM candles)"
 
 
+async def quiesce(exchange: Exchange, *persisters: Persister) -> None:
+    """Let the exchange finish, stop it (its agents and publish's clock, which appends a tick every
+    5 s and would race the comparison), then let the persisters archive everything there is."""
+    await exchange.app.wait_caught_up(timeout=60)
+    await exchange.app.stop()
+    for persister in persisters:
+        await persister.wait_caught_up(timeout=60)
+
+
 async def archive_run(exchange: Exchange, url: str, markets: dict[str, Market], n: int) -> Persister:
     persister = Persister(exchange.app.transport, url, config=FAST)
     await persister.start()
     await send(exchange, commands(markets, n))
-    await exchange.app.wait_caught_up(timeout=60)
-    await persister.wait_caught_up(timeout=60)
+    await quiesce(exchange, persister)
     return persister
 
 
@@ -42,8 +50,7 @@ async def test_a_pipeline_run_is_archived_completely(
                           config=PersisterConfig(block_ms=50, method=method))  # type: ignore[arg-type]
     await persister.start()
     await send(exchange, commands(markets, 1200))
-    await exchange.app.wait_caught_up(timeout=60)
-    await persister.wait_caught_up(timeout=60)
+    await quiesce(exchange, persister)
     await persister.stop()
     causes = await assert_archive_complete(db, exchange)
     assert {"hold", "release", "trade", "fee", "fee_income", "deposit"} <= set(causes)
@@ -126,8 +133,7 @@ async def test_postgres_down_under_load_then_the_archive_catches_up(
 
         await asyncio.to_thread(service.start)
         await send(exchange, flow[1700:])
-        await exchange.app.wait_caught_up(timeout=60)
-        await persister.wait_caught_up(timeout=60)
+        await quiesce(exchange, persister)
         assert persister.status.connected
         await persister.stop()
         conn = await asyncpg.connect(url)
@@ -145,7 +151,7 @@ async def test_the_persister_command_archives_what_the_streams_hold(
     exchange: Exchange, redis_flush: str, database_flush: str, db: asyncpg.Connection, markets: dict[str, Market]
 ) -> None:
     await send(exchange, commands(markets, 300))
-    await exchange.app.wait_caught_up(timeout=60)
+    await quiesce(exchange)
     env = {**os.environ, "REDIS_URL": redis_flush, "DATABASE_URL": database_flush}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "infra", "persister", "--once", env=env,
@@ -167,7 +173,6 @@ async def test_a_second_persister_waits_while_the_first_is_active(
     await first.stop()
     await second.start()
     await send(exchange, commands(markets, 200))
-    await exchange.app.wait_caught_up(timeout=60)
-    await second.wait_caught_up(timeout=60)
+    await quiesce(exchange, second)
     await second.stop()
     await assert_archive_complete(db, exchange)
