@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import time
 from urllib.parse import urlencode
 
 import httpx
-import uvicorn
 
 from api.accounts import create_account
 from api.app import create_app
 from api.auth import sign
 from pipeline.exchange import build_exchange
 from pipeline.transport.redis import RedisTransport
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.serving import uvicorn_serving
 
 
 async def test_served_over_http(redis_url: str) -> None:
@@ -28,17 +20,11 @@ async def test_served_over_http(redis_url: str) -> None:
     await transport.client.flushall()
     exchange = build_exchange(transport)
     await exchange.app.start()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(exchange), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    serving = asyncio.create_task(server.serve())
     try:
-        await exchange.app.wait_running()
-        while not server.started:
-            assert not serving.done()
-            await asyncio.sleep(0.01)
-        key = await create_account(transport.client, "http")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with uvicorn_serving(create_app(exchange)) as port, \
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await exchange.app.wait_running()
+            key = await create_account(transport.client, "http")
             assert (await client.get("/api/v3/ping")).json() == {}
             query = urlencode({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
                                "quantity": "0.01", "price": "20000", "newOrderRespType": "ACK",
@@ -50,7 +36,5 @@ async def test_served_over_http(redis_url: str) -> None:
             r = await client.post("/api/v3/order", content="x" * 100_000)
             assert r.status_code == 413 and r.json()["code"] == -1104
     finally:
-        server.should_exit = True
-        await serving
         await exchange.app.stop()
         await transport.close()

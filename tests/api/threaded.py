@@ -14,7 +14,7 @@ import uvicorn
 
 from api.context import ApiConfig
 from tests.api.conftest import Api, start_api
-from tests.api.wsclient import free_port
+from tests.serving import free_port
 
 T = TypeVar("T")
 START_TIMEOUT = 30.0

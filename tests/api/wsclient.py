@@ -7,27 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from api.accounts import NewKey
 from api.auth import sign
 from api.context import ApiConfig
 from tests.api.conftest import Api, start_api
+from tests.serving import uvicorn_serving
 
 TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Served(Api):
@@ -75,19 +68,11 @@ def ws_signed(key: NewKey, params: dict[str, Any], *, secret: str | None = None,
 async def served(redis_url: str, config: ApiConfig | None = None) -> AsyncIterator[Served]:
     exchange, transport, app = await start_api(redis_url, config=config or ApiConfig(
         result_timeout_s=5.0, lookup_wait_s=1.0, weight_per_minute=0, ws_messages_per_second=0))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            assert not serving.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with uvicorn_serving(app) as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             api = Served(client, exchange, transport.client, app)
             api.ws_base = f"ws://127.0.0.1:{port}"
             yield api
     finally:
-        server.should_exit = True
-        await serving
         await exchange.app.stop()
         await transport.close()

@@ -36,7 +36,7 @@ from infra.runner import run_exchange
 from pipeline.exchange import Exchange, build_exchange
 from pipeline.transport.redis import RedisTransport
 from tests.api.conftest import eventually, start_api
-from tests.api.test_served import free_port
+from tests.serving import free_port
 
 pytestmark = pytest.mark.redis
 

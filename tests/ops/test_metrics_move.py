@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from websockets.exceptions import ConnectionClosed
 
@@ -30,8 +29,8 @@ from pipeline.snapshots.config import SnapshotConfig
 from pipeline.transport.redis import RedisTransport
 from recovery.persister import Persister, app_streams
 from recovery.snapshots import attach_snapshots
-from tests.ops.conftest import free_port
 from tests.ops.test_metrics import Samples, order, parse, value
+from tests.serving import uvicorn_serving
 
 AGENTS = ("validate", "risk", "match", "settle", "publish")
 BUSY = "/".join(["btcusdt@trade", "btcusdt@depth", "btcusdt@depth@100ms", "btcusdt@ticker", "btcusdt@kline_1s",
@@ -53,20 +52,13 @@ async def rig(redis_flush: str, database_flush: str, monkeypatch: pytest.MonkeyP
     exchange = build_exchange(transport)
     attach_snapshots(exchange, database_flush, SnapshotConfig(interval_s=0))
     await exchange.app.start()
-    port = free_port()
     # a queue of 2 and no grace: a slow consumer shows at once
     app = create_app(exchange, config=ApiConfig(weight_per_minute=0, ws_queue=2, ws_slow_grace_s=0))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve())
     try:
-        await exchange.app.wait_running()
-        while not server.started:
-            assert not serving.done()
-            await asyncio.sleep(0.01)
-        yield Rig(exchange, transport, f"http://127.0.0.1:{port}", database_flush)
+        async with uvicorn_serving(app) as port:
+            await exchange.app.wait_running()
+            yield Rig(exchange, transport, f"http://127.0.0.1:{port}", database_flush)
     finally:
-        server.should_exit = True
-        await serving
         await exchange.app.stop()
         await transport.close()
 
