@@ -21,6 +21,7 @@ from api.auth import authenticate
 from api.context import ApiContext
 from api.errors import ApiError, illegal
 from api.params import read_params
+from pipeline.agents.topology import broadcast_keys
 from pipeline.core.markets import Market
 from pipeline.core.messages import Deposit, SetMarketStatus
 
@@ -55,8 +56,10 @@ def market_command(markets: dict[str, Market], symbol: str, status: str) -> SetM
     return SetMarketStatus(time.time_ns(), symbol, word)  # type: ignore[arg-type]
 
 
-async def set_market_status(client: Any, send: Any, command: SetMarketStatus) -> None:
-    await send(None, command)
+async def set_market_status(client: Any, send: Any, command: SetMarketStatus, partitions: int = 1) -> None:
+    """Send the status change to every accounts partition of ``orders.in``, then record it for the API."""
+    for key in broadcast_keys(partitions):
+        await send(key, command)
     await client.set(f"market:status:{command.symbol}", command.status)
 
 
@@ -90,7 +93,7 @@ async def admin_market(request: Request[Any, Any, Any], state: State) -> dict[st
         command = market_command(ctx.markets, params.req("symbol"), params.req("status"))
     except AdminError as exc:
         raise ApiError(-1100, str(exc)) from None
-    await set_market_status(ctx.client, ctx.writer.write, command)
+    await set_market_status(ctx.client, ctx.writer.write, command, ctx.exchange.orders_in.partitions)
     return {"symbol": command.symbol, "status": command.status}
 
 

@@ -1,6 +1,7 @@
 """Throughput of the exchange with 1, 2 and 3 worker processes on a local 3-master Valkey Cluster.
 
     .venv/bin/python -m bench.scaling_bench [--orders 20000] [--workers 1,2,3] [--partitions 3]
+                                            [--account-partitions 1]
 
 Cases, each on freshly emptied servers, agents in `exchange worker` processes (every
 worker runs every agent; the partitions' leases are spread with ``--max-partitions`` =
@@ -8,7 +9,9 @@ leases / workers, rounded up), orders injected here
 at `orders.in` (entries of 100, as the API's group commit writes them), no AOF:
 
 - reference: 1 worker on one plain Valkey, one match partition (today's deployment);
-- N workers on the cluster, `--partitions` match partitions (markets dealt round-robin).
+- N workers on the cluster, `--partitions` match partitions (markets dealt round-robin) and
+  `--account-partitions` accounts partitions (validate, risk and settle per partition;
+  accounts dealt by id).
 
 Orders/s are from the first order in until every agent committed everything and every
 outbox was forwarded. The table also gives the CPU time (user + system, /proc) per order
@@ -55,14 +58,17 @@ async def all_claimed(exchange: Exchange) -> bool:
     return all([await exchange.app.transport.get(key) for key in keys])
 
 
-async def run_case(url: str, workers: int, partitions: int, orders: int, server_pids: list[int]) -> dict[str, Any]:
+async def run_case(url: str, workers: int, partitions: int, orders: int, server_pids: list[int],
+                   account_partitions: int = 1) -> dict[str, Any]:
     """Start `workers` workers, inject the flow, wait until everything settled; orders/s and CPU per order."""
     transport = open_transport(url)
-    exchange = build_exchange(transport, PipelineConfig(market_partitions=partitions))
+    exchange = build_exchange(transport, PipelineConfig(market_partitions=partitions,
+                                                        account_partitions=account_partitions))
     markets = exchange.markets
     commands: list[Any] = [*funding(markets, range(1, 201)),
                            *order_flow(markets, orders, seed=1, accounts=range(1, 201), mid=100_000)]
     env = {**os.environ, "REDIS_URL": url, "EXCHANGE_MARKET_PARTITIONS": str(partitions),
+           "EXCHANGE_ACCOUNT_PARTITIONS": str(account_partitions),
            "EXCHANGE_DATA_DIR": tempfile.mkdtemp(prefix="scaling-bench-")}  # no PostgreSQL there: no snapshots
     env.pop("DATABASE_URL", None)
     leases = {agent.lease_key(p) for agent in exchange.app.agents.values() for p in range(agent.partitions)}
@@ -117,6 +123,8 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--workers", default="1,2,3", help="worker counts to measure on the cluster")
     parser.add_argument("--partitions", type=int, default=3, help="match partitions on the cluster")
+    parser.add_argument("--account-partitions", type=int, default=1,
+                        help="accounts partitions (validate, risk, settle) on the cluster")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",") if n.strip()]
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -132,9 +140,11 @@ def main() -> None:
         pids = [pid for port in cluster.ports if (pid := cluster.pid(port)) is not None]
         for n in counts:
             flush(cluster.ports)
-            print(f"{n} worker(s), 3-master cluster, {args.partitions} partitions ...", flush=True)
-            rows.append((f"{n} worker(s), 3-master cluster, {args.partitions} partitions",
-                         asyncio.run(run_case(cluster.url, n, args.partitions, args.orders, pids))))
+            name = (f"{n} worker(s), 3-master cluster, {args.partitions} match / "
+                    f"{args.account_partitions} accounts partitions")
+            print(f"{name} ...", flush=True)
+            rows.append((name, asyncio.run(run_case(cluster.url, n, args.partitions, args.orders, pids,
+                                                    args.account_partitions))))
     finally:
         cluster.stop()
         shutil.rmtree(folder, ignore_errors=True)

@@ -7,6 +7,7 @@
 | `EXCHANGE_ORDERS_MAX_PENDING` | 100000        | unprocessed `orders.in` entries before producers get backpressure |
 | `EXCHANGE_LEASE_TTL_MS`    | 10000            | partition lease lifetime (a dead worker's partitions move after it) |
 | `EXCHANGE_MARKET_PARTITIONS` | 1              | match partitions (markets spread over them; docs/scaling.md) |
+| `EXCHANGE_ACCOUNT_PARTITIONS` | 1             | validate / risk / settle partitions (accounts spread over them) |
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class PipelineConfig(msgspec.Struct, frozen=True, kw_only=True):
     orders_max_pending: int = 100_000
     lease_ttl_ms: int = 10_000
     market_partitions: int = 1
+    account_partitions: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> PipelineConfig:
@@ -39,6 +41,7 @@ class PipelineConfig(msgspec.Struct, frozen=True, kw_only=True):
             orders_max_pending=_positive(environ, "EXCHANGE_ORDERS_MAX_PENDING", 100_000),
             lease_ttl_ms=_positive(environ, "EXCHANGE_LEASE_TTL_MS", 10_000),
             market_partitions=_positive(environ, "EXCHANGE_MARKET_PARTITIONS", 1),
+            account_partitions=_positive(environ, "EXCHANGE_ACCOUNT_PARTITIONS", 1),
         )
 
 

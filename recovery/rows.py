@@ -86,7 +86,8 @@ class RowBuilder:
         """Who fees are paid to (the accounts core's fee account)."""
         self.balances: dict[BalanceKey, tuple[int, int]] = dict(balances or {})
         self.rows = Rows()
-        self._fees: dict[str, list[tuple[str, int]]] = {}  # stream -> fees of the last FundsSettled not yet seen
+        # stream -> the fees of the last FundsSettled / LegSettled not yet seen: (payer side, with the income leg)
+        self._fees: dict[str, list[tuple[str, bool]]] = {}
         self.adjustments = 0
 
     def take(self) -> Rows:
@@ -163,17 +164,30 @@ class RowBuilder:
                 (seller, quote, m["quote_amount"], 0, "trade", symbol, None, trade_id),
             ]
             # settle reports the buyer's fee, then the seller's, each only if charged
-            self._fees[stream] = [(s, f) for s, f in (("buyer", m["buyer_fee"]), ("seller", m["seller_fee"])) if f]
+            self._fees[stream] = [(s, True) for s, f in (("buyer", m["buyer_fee"]), ("seller", m["seller_fee"])) if f]
+        elif kind == "LegSettled":  # one side of a trade, accounts split over partitions
+            account, symbol, trade_id = m["account_id"], m["symbol"], m["trade_id"]
+            base, quote = m["base_asset"], m["quote_asset"]
+            if m["side"] == "BUY":
+                legs += [(account, quote, 0, -m["quote_amount"], "trade", symbol, None, trade_id),
+                         (account, base, m["base_amount"], 0, "trade", symbol, None, trade_id)]
+            else:
+                legs += [(account, base, 0, -m["base_amount"], "trade", symbol, None, trade_id),
+                         (account, quote, m["quote_amount"], 0, "trade", symbol, None, trade_id)]
+            # its fee is paid to the fee account later, by a FeesTransferred on the fee account's partition
+            self._fees[stream] = [("buyer" if m["side"] == "BUY" else "seller", False)] if m["fee"] else []
         elif kind == "FeeCharged":
             pending = self._fees.get(stream) or []
-            side = pending.pop(0)[0] if pending else "seller"
+            side, income = pending.pop(0) if pending else ("seller", True)
             fee = m["amount"]
             # the buyer's fee comes out of its hold (locked), the seller's out of its proceeds
             payer = (0, -fee) if side == "buyer" else (-fee, 0)
-            legs += [
-                (m["account_id"], m["asset"], *payer, "fee", m["symbol"], m["order_id"], m["trade_id"]),
-                (self.fee_account_id, m["asset"], fee, 0, "fee_income", m["symbol"], None, m["trade_id"]),
-            ]
+            legs.append((m["account_id"], m["asset"], *payer, "fee", m["symbol"], m["order_id"], m["trade_id"]))
+            if income:
+                legs.append((self.fee_account_id, m["asset"], fee, 0, "fee_income", m["symbol"], None,
+                             m["trade_id"]))
+        elif kind == "FeesTransferred":  # fees another accounts partition charged, now the fee account's
+            legs.append((m["account_id"], m["asset"], m["amount"], 0, "fee_income", None, None, None))
         elif kind == "BalanceChanged":
             key = (m["account_id"], m["asset"])
             available, locked = self.balances.get(key, (0, 0))

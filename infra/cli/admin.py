@@ -139,7 +139,7 @@ async def _market(args: argparse.Namespace) -> int:
         async def send(key: Any, value: Any) -> None:
             await exchange.orders_in.send(value, key=key)
 
-        await set_market_status(client, send, command)
+        await set_market_status(client, send, command, exchange.orders_in.partitions)
         print(f"{command.symbol}: {command.status}")
         return 0
 

@@ -26,15 +26,17 @@ BalanceKey = tuple[int, str]
 
 
 class SharedAccounts:
-    """One partition's accounts core plus the tables that make it durable."""
+    """One accounts partition's core plus the tables that make it durable."""
 
     def __init__(self, markets: Mapping[str, Market], balances: Table[Any, Any], holds: Table[Any, Any],
-                 requests: Table[Any, Any] | None = None) -> None:
+                 requests: Table[Any, Any] | None = None, *, partition: int = 0, partitions: int = 1) -> None:
         self.markets = markets
         self.balances = balances
         self.holds = holds
         self.requests = requests
-        self.core = Accounts(markets)
+        self.partition = partition
+        self.partitions = partitions
+        self.core = Accounts(markets, partition=partition, partitions=partitions)
         self.stale = True
 
     def refresh(self) -> Accounts:
@@ -46,7 +48,8 @@ class SharedAccounts:
                 sorted(self.holds.values(), key=lambda h: (h.symbol, h.order_id)),
                 sorted(self.requests) if self.requests is not None else [],
             )
-            self.core = Accounts.restore(self.markets, snapshot)
+            self.core = Accounts.restore(self.markets, snapshot, partition=self.partition,
+                                         partitions=self.partitions)
             self.core.track_changes()
             self.stale = False
         return self.core

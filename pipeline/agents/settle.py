@@ -1,4 +1,11 @@
-"""settle: moves held funds for each trade, charges fees, releases what ended orders no longer need."""
+"""settle: moves held funds for each trade, charges fees, releases what ended orders no longer need.
+
+With one accounts partition it reads the matcher's ``orders.events`` and settles each
+trade whole. With several it reads its partition of ``orders.settle``: the legs of
+trades its accounts are on, its accounts' order ends, and `FeesTransferred` for the fee
+account (on the fee account's partition); at the end of each batch it sends the fees it
+charged there, one `FeesTransferred` per asset, in the same commit.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from pipeline.agents.accounts import HoldKey, SharedAccounts
 from pipeline.app import App
 from pipeline.core.messages import (
     AccountEvent,
+    FeesTransferred,
     OrderCanceled,
     OrderEvent,
     OrderExpired,
@@ -31,8 +39,12 @@ def touched_holds(event: OrderEvent) -> tuple[HoldKey, ...]:
     return ()
 
 
-def settle_batch(state: SharedAccounts, batch: Sequence[OrderEvent], accounts_events: Topic[AccountEvent]) -> None:
-    """Settle one batch of matcher events: emit the account events, then mirror the changes into the tables."""
+def settle_batch(state: SharedAccounts, batch: Sequence[Any], accounts_events: Topic[AccountEvent],
+                 orders_settle: Topic[Any] | None = None) -> None:
+    """Settle one batch of matcher events: emit the account events, then mirror the changes into the tables.
+
+    `orders_settle`: the input topic when accounts are partitioned (fees go to the fee account's partition).
+    """
     accounts = state.refresh()
     emit: Callable[[Any, Any], None] = accounts_events.emitter()  # the core types its output as any event
     keyed = accounts_events.partitions > 1
@@ -40,9 +52,11 @@ def settle_batch(state: SharedAccounts, batch: Sequence[OrderEvent], accounts_ev
     for event in batch:
         kind = type(event)
         if kind is TradeExecuted:
-            out = settle_trade(event)  # type: ignore[arg-type]
+            out = settle_trade(event)
         elif kind in _ENDS:
-            out = release(event.ts, event.symbol, event.order_id)  # type: ignore[union-attr]
+            out = release(event.ts, event.symbol, event.order_id)
+        elif kind is FeesTransferred:
+            out = accounts.credit_fees(event)
         else:
             continue
         if keyed:
@@ -51,16 +65,25 @@ def settle_batch(state: SharedAccounts, batch: Sequence[OrderEvent], accounts_ev
         else:
             for account_event in out:
                 emit(account_event, None)
+    if orders_settle is not None:
+        fees = accounts.take_fees_due()
+        if fees:
+            fee_account, ts = accounts.fee_account_id, batch[-1].ts
+            for asset, amount in fees:
+                orders_settle.emit(FeesTransferred(ts, fee_account, asset, amount, state.partition), key=fee_account)
     state.flush()  # the balances and holds the batch changed, into the tables
 
 
 def register_settle(
     app: App,
     shared: dict[int, SharedAccounts],
-    orders_events: Topic[OrderEvent],
+    orders_events: Topic[Any],
     accounts_events: Topic[AccountEvent],
 ) -> None:
-    """Declare the settle agent on `app`; it shares `shared` with risk."""
+    """Declare the settle agent on `app`; it shares `shared` with risk.
+
+    `orders_events`: ``orders.events`` (one accounts partition) or ``orders.settle`` (several).
+    """
     any_state = next(iter(shared.values()))
     # every table `SharedAccounts.refresh` reads: a settle that restarts alone must restore them all
     tables = [any_state.balances, any_state.holds, *([any_state.requests] if any_state.requests is not None else [])]
@@ -69,5 +92,6 @@ def register_settle(
     async def settle(stream: AgentStream[OrderEvent]) -> None:
         state = shared[stream.partition]
         state.stale = True
+        re_keyed = orders_events if orders_events.name == "orders.settle" else None
         async for batch in stream.batches():
-            settle_batch(state, batch, accounts_events)
+            settle_batch(state, batch, accounts_events, re_keyed)

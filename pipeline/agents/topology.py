@@ -1,23 +1,29 @@
 """The exchange's topics: names, what each carries, and how entries are keyed.
 
     api ──► orders.in ──► validate ──► orders.valid ──► risk ──► orders.accepted ──► match
-    match ──► orders.events ──► settle ──► accounts.events
+    match ──► orders.events ──► settle ──► accounts.events            (one accounts partition)
+    match ──► orders.settle ──► settle ──► accounts.events            (several accounts partitions)
     validate, risk ──► orders.rejected  (refused before they reached the matcher)
     orders.events + orders.rejected + accounts.events ──► publish ──► market.* (key symbol),
                                                                       user.events (key account_id)
 
 Partitions (docs/scaling.md): the matcher's input, ``orders.accepted``, has
 ``market_partitions`` partitions keyed by market, so several match tasks (in several
-workers) each own some markets' books. Every other topic has one partition: the
-accounts state (risk + settle, with the fee account and two-sided trades) has one
-owner. The two re-keying hops, listed in `REKEYING`, are where an output leaves its
-agent's partition; on a Valkey Cluster they travel through the producer's outbox
+workers) each own some markets' books. ``orders.in`` and ``orders.valid`` have
+``account_partitions`` partitions keyed by account (``account_id % account_partitions``),
+so validate and risk run per accounts partition; with more than one, match also sends
+each trade to the partition of its buyer and of its seller, and each order's end to its
+account's partition, on ``orders.settle``, where settle applies the legs its partition
+owns and sends the fees it charged to the fee account's partition (`FeesTransferred`).
+The other topics have one partition: publish reads one merged stream of each input.
+The re-keying hops, listed in `REKEYING`, are where an output leaves its agent's
+partition; on a Valkey Cluster they travel through the producer's outbox
 (`pipeline.transport.cluster`), on one server they are ordinary outputs.
 
 Rejections decided before matching go to their own topic: settle acts on the
 matcher's events only (a matcher rejection releases a hold; an earlier one never
-took any). Risk and settle share the accounts state (one owner of balances) and run
-in the same worker.
+took any). Risk and settle share the accounts state of their partition (one owner of
+those balances) and run in the same worker.
 """
 
 from __future__ import annotations
@@ -36,14 +42,22 @@ from pipeline.core.messages import (
     CancelRejected,
     CancelReplace,
     Command,
+    FeesTransferred,
+    OrderCanceled,
     OrderEvent,
+    OrderExpired,
+    OrderFilled,
     OrderRejected,
     PlaceOrder,
     SetMarketStatus,
+    TradeExecuted,
 )
 
 MatchCommand = PlaceOrder | CancelOrder | CancelAll | CancelReplace | SetMarketStatus
 """What the matcher consumes: order commands with their holds taken."""
+
+SettleInput = TradeExecuted | OrderFilled | OrderCanceled | OrderExpired | OrderRejected | FeesTransferred
+"""What settle consumes from ``orders.settle``: trades, order ends and fee transfers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +79,11 @@ ORDERS_EVENTS = TopicSpec(
 ORDERS_REJECTED = TopicSpec(
     "orders.rejected", OrderRejected | CancelRejected, "account_id", "refused by validate or risk"
 )
+ORDERS_SETTLE = TopicSpec(
+    "orders.settle", SettleInput, "account_id",
+    "trades and order ends re-keyed by account for settle (a trade goes to its buyer's and its seller's "
+    "partitions), and fee transfers to the fee account's partition; only with several accounts partitions",
+)
 ACCOUNTS_EVENTS = TopicSpec("accounts.events", AccountEvent, "account_id", "holds, settlements, fees, balances")
 
 MARKET_DEPTH = TopicSpec("market.depth", DepthUpdate, "symbol", "depth diffs, update ids contiguous per market")
@@ -79,7 +98,10 @@ TOPICS = (ORDERS_IN, ORDERS_VALID, ORDERS_ACCEPTED, ORDERS_EVENTS, ORDERS_REJECT
 
 
 MARKET_PARTITIONED = frozenset({ORDERS_ACCEPTED.name})
-"""Topics with `market_partitions` partitions (keyed by market); the others have one."""
+"""Topics with `market_partitions` partitions (keyed by market)."""
+
+ACCOUNT_PARTITIONED = frozenset({ORDERS_IN.name, ORDERS_VALID.name, ORDERS_SETTLE.name})
+"""Topics with `account_partitions` partitions (keyed by account id); the others have one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +116,33 @@ class Rekeying:
 
 REKEYING = (
     Rekeying("risk", ORDERS_VALID.name, ORDERS_ACCEPTED.name,
-             "orders keyed by account (one partition) -> keyed by market (market_partitions)"),
+             "orders keyed by account (account_partitions) -> keyed by market (market_partitions)"),
     Rekeying("match", ORDERS_ACCEPTED.name, ORDERS_EVENTS.name,
-             "each market partition's events -> the one accounts partition (fan-in, order kept per market)"),
+             "each market partition's events -> the one orders.events partition (fan-in, order kept per market)"),
+    Rekeying("match", ORDERS_ACCEPTED.name, ORDERS_SETTLE.name,
+             "trades and order ends keyed by market -> by account: a trade to its buyer's and its seller's "
+             "partitions (once if they share one)"),
+    Rekeying("settle", ORDERS_SETTLE.name, ORDERS_SETTLE.name,
+             "the fees a batch charged -> the fee account's partition (one FeesTransferred per asset)"),
+    Rekeying("validate, risk, settle", "orders.in / orders.valid / orders.settle",
+             "orders.rejected, accounts.events",
+             "each accounts partition's rejections and account events -> one partition for publish (fan-in)"),
 )
 """The pipeline's cross-partition steps (see docs/scaling.md)."""
+
+
+def account_partition(account_id: int, partitions: int) -> int:
+    """The accounts partition of an account (the default partitioner of integer keys)."""
+    return account_id % partitions
+
+
+def broadcast_keys(partitions: int) -> range:
+    """Keys that reach every partition of an account-keyed topic once (key k lands in partition k).
+
+    For commands every accounts partition must see, such as `SetMarketStatus` (each
+    validate keeps the markets' status; partition 0's passes it on to match).
+    """
+    return range(partitions)
 
 
 def market_partitioner(symbols: Iterable[str]) -> Callable[[Any, int], int]:

@@ -2,7 +2,9 @@
 
 Keeps one small table, the markets' trading status, updated by `SetMarketStatus`
 commands as they pass, so it rejects orders for a halted market before any funds
-are held (cancels stay allowed while halted).
+are held (cancels stay allowed while halted). With several accounts partitions, a
+status change is sent to every partition of ``orders.in`` (`broadcast_keys`): each
+validate updates its table, and only partition 0's passes the command on to match.
 """
 
 from __future__ import annotations
@@ -103,4 +105,6 @@ def register_validate(
                         continue  # an operator typo: nothing to change
                     status[command.symbol] = command.status
                     view.set_status(command.symbol, command.status)
+                    if stream.partition != 0:
+                        continue  # every accounts partition got a copy: match needs one
                 orders_valid.emit(command, key=getattr(command, "account_id", None))

@@ -27,6 +27,14 @@ The life of an order's funds, as the risk and settle stages apply it:
    which the rest of the old hold is released (HoldReleased of the old order's whole
    remainder, then HoldTaken of the pledged part for the new one).
 
+Accounts split over partitions (`partition`, `partitions`; account ``a`` belongs to
+partition ``a % partitions``): each partition's `Accounts` owns its accounts' balances
+and holds only. A trade is settled leg by leg (`LegSettled`): each partition that owns
+the buyer or the seller applies that side; the fees it charges are collected
+(`take_fees_due`) and credited to the fee account on the fee account's partition
+(`credit_fees`, from a `FeesTransferred`). Summed over partitions, the balances and holds
+equal one `Accounts` that settled the same trades whole.
+
 Deposits and withdrawals with a non-empty request id are applied once: the ids of
 applied transfers are part of the state (snapshots, hash), a repeat is refused.
 
@@ -37,6 +45,7 @@ and raises `StateError`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Mapping
 
 import msgspec
@@ -50,9 +59,11 @@ from pipeline.core.messages import (
     Deposit,
     Event,
     FeeCharged,
+    FeesTransferred,
     FundsSettled,
     HoldReleased,
     HoldTaken,
+    LegSettled,
     OrderCanceled,
     OrderExpired,
     OrderFilled,
@@ -140,9 +151,15 @@ class AccountsSnapshot(msgspec.Struct, frozen=True, array_like=True):
 class Accounts:
     """The balances table and the per-order holds: the only writer of balances."""
 
-    def __init__(self, markets: Mapping[str, Market], fee_account_id: int = DEFAULT_FEE_ACCOUNT_ID) -> None:
+    def __init__(self, markets: Mapping[str, Market], fee_account_id: int = DEFAULT_FEE_ACCOUNT_ID, *,
+                 partition: int = 0, partitions: int = 1) -> None:
+        if not 0 <= partition < partitions:
+            raise ValueError(f"partition {partition} is not one of {partitions}")
         self.markets = dict(markets)
         self.fee_account_id = fee_account_id
+        self.partition = partition
+        self.partitions = partitions
+        self._fees_due: dict[str, int] = {}  # asset -> fees charged here, not yet sent to the fee account
         self.assets = {m.base_asset.symbol for m in markets.values()} | {
             m.quote_asset.symbol for m in markets.values()}
         self._balances: dict[int, dict[str, Balance]] = {}
@@ -329,6 +346,8 @@ class Accounts:
 
     def settle_trade(self, trade: TradeExecuted) -> list[Event]:
         """Move funds for one trade between the buyer's and the seller's holds and balances."""
+        if self.partitions > 1:
+            return self.settle_legs(trade)
         symbol = trade.symbol
         market = self.markets[symbol]
         quote_asset, base_asset = market.quote_asset.symbol, market.base_asset.symbol
@@ -398,6 +417,81 @@ class Accounts:
                                  (seller, quote_asset), (fee_account, quote_asset)])
         events.extend(self._changed(ts, account, asset) for account, asset in touched)
         return events
+
+    # ------------------------------------------------- settlement over partitions
+
+    def owns(self, account_id: int) -> bool:
+        """Whether this partition holds the account's balances."""
+        return account_id % self.partitions == self.partition
+
+    def settle_legs(self, trade: TradeExecuted) -> list[Event]:
+        """Settle the sides of a trade whose accounts this partition owns (one, both or none).
+
+        Each side pays out of its own order's hold and is credited on its own account,
+        as `settle_trade` does for the whole trade; its fee is collected for the fee
+        account (`take_fees_due`) instead of credited at once.
+        """
+        symbol = trade.symbol
+        market = self.markets[symbol]
+        quote_asset, base_asset = market.quote_asset.symbol, market.base_asset.symbol
+        if trade.taker_side == "BUY":
+            buyer, buy_id, buyer_ppm = trade.taker_account_id, trade.taker_order_id, market.taker_fee_ppm
+            seller, sell_id, seller_ppm = trade.maker_account_id, trade.maker_order_id, market.maker_fee_ppm
+        else:
+            buyer, buy_id, buyer_ppm = trade.maker_account_id, trade.maker_order_id, market.maker_fee_ppm
+            seller, sell_id, seller_ppm = trade.taker_account_id, trade.taker_order_id, market.taker_fee_ppm
+        ts, trade_id, notional, lots = trade.ts, trade.trade_id, trade.quote_amount, trade.qty_lots
+        base = lots * market.base_per_lot
+        events: list[Event] = []
+        touched: dict[tuple[int, str], None] = {}
+        if self.owns(buyer):
+            hold = self._hold(symbol, buy_id)
+            fee = hold.charge_fee(notional, buyer_ppm)
+            hold.filled_lots += lots
+            self._spend(hold, notional + fee)
+            self._balance(buyer, base_asset).available += base
+            events.append(LegSettled(ts, symbol, trade_id, buyer, "BUY", buy_id, base_asset, quote_asset, base,
+                                     notional, fee))
+            self._collect_fee(events, ts, buyer, symbol, buy_id, trade_id, quote_asset, fee,
+                              buy_id == trade.maker_order_id)
+            touched[(buyer, quote_asset)] = touched[(buyer, base_asset)] = None
+        if self.owns(seller):
+            hold = self._hold(symbol, sell_id)
+            fee = hold.charge_fee(notional, seller_ppm)
+            hold.filled_lots += lots
+            self._spend(hold, base)
+            self._balance(seller, quote_asset).available += notional - fee
+            events.append(LegSettled(ts, symbol, trade_id, seller, "SELL", sell_id, base_asset, quote_asset, base,
+                                     notional, fee))
+            self._collect_fee(events, ts, seller, symbol, sell_id, trade_id, quote_asset, fee,
+                              sell_id == trade.maker_order_id)
+            touched[(seller, base_asset)] = touched[(seller, quote_asset)] = None
+        if self._changed_holds is not None:
+            for order_id, account in ((buy_id, buyer), (sell_id, seller)):
+                if self.owns(account):
+                    self._changed_holds[(symbol, order_id)] = None
+        events.extend(self._changed(ts, account, asset) for account, asset in touched)
+        return events
+
+    def _collect_fee(self, events: list[Event], ts: int, account_id: int, symbol: str, order_id: int,
+                     trade_id: int, asset: str, fee: int, is_maker: bool) -> None:
+        if fee:
+            events.append(FeeCharged(ts, account_id, symbol, order_id, trade_id, asset, fee, is_maker))
+            self._fees_due[asset] = self._fees_due.get(asset, 0) + fee
+
+    def take_fees_due(self) -> list[tuple[str, int]]:
+        """(asset, amount) of the fees collected since the last call, for the fee account's partition."""
+        due, self._fees_due = self._fees_due, {}
+        return sorted(due.items())
+
+    def credit_fees(self, transfer: FeesTransferred) -> list[Event]:
+        """Credit fees another partition (or this one) collected to the fee account, which this one owns."""
+        if transfer.account_id != self.fee_account_id or not self.owns(transfer.account_id):
+            raise StateError(f"fees for account {transfer.account_id} sent to accounts partition {self.partition}")
+        if transfer.amount <= 0:
+            raise StateError(f"fee transfer of {transfer.amount} {transfer.asset}")
+        self._balance(transfer.account_id, transfer.asset).available += transfer.amount
+        return [transfer, self._changed(transfer.ts, transfer.account_id, transfer.asset)]
 
     def release(self, ts: int, symbol: str, order_id: int) -> list[Event]:
         """Return what an ended order still holds to available (nothing if it holds nothing)."""
@@ -472,8 +566,10 @@ class Accounts:
         return AccountsSnapshot(self.fee_account_id, balances, holds, sorted(self._requests))
 
     @classmethod
-    def restore(cls, markets: Mapping[str, Market], snapshot: AccountsSnapshot) -> Accounts:
-        accounts = cls(markets, snapshot.fee_account_id)
+    def restore(cls, markets: Mapping[str, Market], snapshot: AccountsSnapshot, *, partition: int = 0,
+                partitions: int = 1) -> Accounts:
+        """The accounts of `snapshot` (one partition's, with `partition` / `partitions`)."""
+        accounts = cls(markets, snapshot.fee_account_id, partition=partition, partitions=partitions)
         for b in snapshot.balances:
             accounts._balances.setdefault(b.account_id, {})[b.asset] = Balance(b.available, b.locked)
         for h in snapshot.holds:
@@ -501,6 +597,23 @@ class Accounts:
                 if bal.locked != held.get((account, asset), 0):
                     raise StateError(f"account {account} locks {bal.locked} {asset}, holds say "
                                      f"{held.get((account, asset), 0)}")
+
+
+def merge_snapshots(parts: list[AccountsSnapshot]) -> AccountsSnapshot:
+    """One snapshot of accounts split over partitions: every balance, hold and request id once.
+
+    Each account lives in one partition, so the union is the whole state; the result
+    hashes equal to one `Accounts` that applied the same operations (`state_hash`).
+    """
+    if not parts:
+        raise ValueError("no partitions to merge")
+    balances = sorted((b for part in parts for b in part.balances), key=lambda b: (b.account_id, b.asset))
+    holds = sorted((h for part in parts for h in part.holds), key=lambda h: (h.symbol, h.order_id))
+    for previous, current in itertools.pairwise(balances):
+        if (previous.account_id, previous.asset) == (current.account_id, current.asset):
+            raise StateError(f"balance of account {current.account_id} in {current.asset} in two partitions")
+    requests = sorted(r for part in parts for r in part.requests)
+    return AccountsSnapshot(parts[0].fee_account_id, balances, holds, requests)
 
 
 def max_notional_within(funds: int, fee_ppm: int) -> int:

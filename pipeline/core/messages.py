@@ -331,6 +331,42 @@ class FundsSettled(Message, frozen=True, gc=False):
     seller_fee: int
 
 
+class LegSettled(Message, frozen=True, gc=False):
+    """One side of a trade settled on its own account partition (accounts split over partitions).
+
+    BUY: the account paid `quote_amount` + `fee` out of its order's hold and received
+    `base_amount`. SELL: it gave `base_amount` out of its hold and received
+    `quote_amount` - `fee`. The fee is collected for the fee account and credited there
+    by `FeesTransferred`.
+    """
+
+    ts: int
+    symbol: str
+    trade_id: int
+    account_id: int
+    side: Side
+    order_id: int
+    base_asset: str
+    quote_asset: str
+    base_amount: int
+    quote_amount: int
+    fee: int
+
+
+class FeesTransferred(Message, frozen=True, gc=False):
+    """Fees one accounts partition collected in a batch, credited to the fee account on its own partition.
+
+    Sent by settle to the fee account's partition of ``orders.settle``; settle there
+    applies it and emits it again into ``accounts.events`` (the fee account's income).
+    """
+
+    ts: int
+    account_id: int
+    asset: str
+    amount: int
+    source_partition: int
+
+
 class FeeCharged(Message, frozen=True, gc=False):
     """A fee (in the quote asset) charged to one side of a trade and paid to the fee account."""
 
@@ -381,5 +417,8 @@ OrderEvent = (
     | CancelRejected
     | MarketStatusChanged
 )
-AccountEvent = HoldTaken | HoldReleased | FundsSettled | FeeCharged | BalanceChanged | TransferRejected
+AccountEvent = (
+    HoldTaken | HoldReleased | FundsSettled | LegSettled | FeesTransferred | FeeCharged | BalanceChanged
+    | TransferRejected
+)
 Event = OrderEvent | AccountEvent

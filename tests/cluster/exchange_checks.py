@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import msgspec
+
 from pipeline.app import wait_for_condition
 from pipeline.core.markets import Market, markets_from_dict
+from pipeline.core.messages import NO_BUDGET, CancelReplace, PlaceOrder
 from pipeline.exchange import Exchange
+from pipeline.transport.base import START
 from pipeline.transport.cluster import ClusterTransport
 from tests.pipeline.test_exchange_e2e import topic_values
 
@@ -71,3 +75,54 @@ def difference(actual: dict[str, list[str]], expected: dict[str, list[str]]) -> 
         lines.append(f"{market}: {len(got)} events, expected {len(want)}; first difference at {at}:\n"
                      f"  got  {got[at:at + 3]}\n  want {want[at:at + 3]}")
     return "\n".join(lines)
+
+
+def as_sent(command: Any) -> Any:
+    """A command read back from ``orders.accepted`` without what risk added (holds, budgets)."""
+    if isinstance(command, PlaceOrder):
+        return msgspec.structs.replace(command, hold=0, quote_budget=NO_BUDGET, base_budget_lots=NO_BUDGET)
+    if isinstance(command, CancelReplace):
+        return msgspec.structs.replace(command, new_order=as_sent(command.new_order), old_hold_used=0,
+                                       old_filled_lots=0)
+    return command
+
+
+async def as_matched(exchange: Exchange, commands: list[Any]) -> list[Any]:
+    """`commands` in an order one process can replay to reach the partitioned run's state.
+
+    With accounts on several partitions, each market's commands reach match interleaved
+    by account partition, not in the order they were sent: this order keeps every
+    market's sequence as its match partition read it (markets are independent), with
+    what never reached match (deposits, rejections) first. Holds do not depend on the
+    order when accounts are funded well beyond their orders (the flows do that).
+    Also checks that every command reached match at most once and that each account's
+    commands kept their order.
+    """
+    position = {repr(c): i for i, c in enumerate(commands)}
+    assert len(position) == len(commands), "the test's commands must be distinct"
+    matched: list[Any] = []
+    for stream in exchange.orders_accepted.streams:
+        seen = [as_sent(c) for c in await stream_values(exchange, "orders.accepted", stream)]
+        indexes = [position[repr(c)] for c in seen]  # KeyError: match got a command nobody sent
+        last: dict[int, int] = {}
+        for command, index in zip(seen, indexes, strict=True):
+            account = getattr(command, "account_id", None)
+            if account is not None:
+                assert last.get(account, -1) < index, f"account {account}'s commands reordered in {stream}"
+                last[account] = index
+        matched += seen
+    assert len({repr(c) for c in matched}) == len(matched), "a command reached match twice"
+    reached = {repr(c) for c in matched}
+    return [c for c in commands if repr(c) not in reached] + matched
+
+
+async def stream_values(exchange: Exchange, topic_name: str, stream: str) -> list[Any]:
+    """Every message of one partition's stream, in order."""
+    topic = exchange.app.topics[topic_name]
+    values: list[Any] = []
+    after = START
+    while entries := await exchange.app.transport.read_range(stream, after, 2000):
+        for _, entry in entries:
+            values.extend(topic.batch_decoder.decode(entry))
+        after = entries[-1][0]
+    return values

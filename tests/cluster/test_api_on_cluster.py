@@ -36,6 +36,7 @@ from pipeline.transport import slots
 from pipeline.transport.cluster import ClusterTransport, open_transport
 
 PARTITIONS = 3
+ACCOUNT_PARTITIONS = 2  # the seller and the buyer (accounts 1 and 2) on different accounts partitions
 BTC = "BTCUSDT"
 
 
@@ -44,7 +45,8 @@ def environment(tmp_path: Path, cluster_url: str, database_flush: str,
                 monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The environment of the worker and of the tools run in this process."""
     values = {"REDIS_URL": cluster_url, "DATABASE_URL": database_flush, "EXCHANGE_DATA_DIR": str(tmp_path / "var"),
-              "EXCHANGE_MARKET_PARTITIONS": str(PARTITIONS), "EXCHANGE_LEASE_TTL_MS": "3000"}
+              "EXCHANGE_MARKET_PARTITIONS": str(PARTITIONS), "EXCHANGE_ACCOUNT_PARTITIONS": str(ACCOUNT_PARTITIONS),
+              "EXCHANGE_LEASE_TTL_MS": "3000"}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     # the tools call logging.basicConfig (a handler on this test's captured stderr): undo it afterwards
@@ -163,6 +165,7 @@ def test_api_admin_topics_and_persister_on_a_cluster(
     asyncio.run(all_leases_claimed(url, worker, tmp_path / "worker.log"))
     seller = admin(capsys, "create-account", "seller")
     buyer = admin(capsys, "create-account", "buyer")
+    assert int(seller["account"]) % ACCOUNT_PARTITIONS != int(buyer["account"]) % ACCOUNT_PARTITIONS
     admin(capsys, "deposit", seller["account"], "BTC", "2")
     admin(capsys, "deposit", buyer["account"], "USDT", "100000")
 

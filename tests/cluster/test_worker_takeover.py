@@ -1,8 +1,10 @@
 """Three workers on a 3-master Valkey Cluster; one is SIGKILLed mid-flow; its partitions move.
 
-The final books and balances (state hashes) equal the pure core run over the same
-commands in one process, every market's events appear exactly once and in order, and
-the surviving workers release their leases when stopped.
+Markets over 3 match partitions and accounts over 3 accounts partitions. The final
+books and balances (state hashes) equal the pure core run in one process over the same
+commands, in the order each market's matcher saw them; every market's events appear
+exactly once and in order, every trade leg is settled once, and the surviving workers
+release their leases when stopped.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import pytest
 from bench.flows import funding, order_flow
 from pipeline.app import wait_for_condition
 from pipeline.config import PipelineConfig
-from pipeline.exchange import Exchange, build_exchange, merged_engine_hash
+from pipeline.core.messages import FeeCharged, FeesTransferred, LegSettled, TradeExecuted
+from pipeline.exchange import Exchange, build_exchange, merged_accounts, merged_engine_hash
 from pipeline.transport import slots
 from pipeline.transport.cluster import ClusterTransport
 from tests.cluster.exchange_checks import (
+    as_matched,
     by_market,
     difference,
     orders_events_by_market,
@@ -34,11 +38,12 @@ from tests.cluster.exchange_checks import (
     ten_markets_toml,
 )
 from tests.pipeline.oracle import StagedOracle
-from tests.pipeline.test_exchange_e2e import pipeline_accounts, topic_values
+from tests.pipeline.test_exchange_e2e import topic_values
 
 PARTITIONS = 3
+ACCOUNT_PARTITIONS = 3
 LEASE_TTL_MS = 3000
-MAX_PARTITIONS = 2  # 6 leases (validate, accounts, match x 3, publish) over 3 workers
+MAX_PARTITIONS = 4  # 10 leases (validate x 3, accounts x 3, match x 3, publish) over 3 workers
 
 
 class Workers:
@@ -79,7 +84,8 @@ def workers(tmp_path: Path, cluster_url: str, database_flush: str) -> Iterator[W
     markets_file.write_text(ten_markets_toml())
     env = dict(os.environ, REDIS_URL=cluster_url, DATABASE_URL=database_flush,
                EXCHANGE_DATA_DIR=str(tmp_path / "var"), EXCHANGE_MARKETS_FILE=str(markets_file),
-               EXCHANGE_MARKET_PARTITIONS=str(PARTITIONS), EXCHANGE_LEASE_TTL_MS=str(LEASE_TTL_MS),
+               EXCHANGE_MARKET_PARTITIONS=str(PARTITIONS), EXCHANGE_ACCOUNT_PARTITIONS=str(ACCOUNT_PARTITIONS),
+               EXCHANGE_LEASE_TTL_MS=str(LEASE_TTL_MS),
                EXCHANGE_SNAPSHOT_INTERVAL="1", EXCHANGE_SNAPSHOT_CAPTURE="copy")
     group = Workers(tmp_path, env)
     yield group
@@ -113,8 +119,9 @@ async def test_a_killed_workers_partitions_move_and_nothing_is_lost_or_doubled(
     accounts = range(1, 41)
     commands: list[Any] = [*funding(markets, accounts), *order_flow(markets, 6000, seed=5, accounts=accounts)]
     transport = ClusterTransport(cluster_url)
-    producer = build_exchange(transport, PipelineConfig(market_partitions=PARTITIONS, lease_ttl_ms=LEASE_TTL_MS),
-                              markets=markets, clock=lambda: 0)
+    config = PipelineConfig(market_partitions=PARTITIONS, account_partitions=ACCOUNT_PARTITIONS,
+                            lease_ttl_ms=LEASE_TTL_MS)
+    producer = build_exchange(transport, config, markets=markets, clock=lambda: 0)
     procs = [workers.start() for _ in range(3)]
     try:
         async def all_claimed() -> bool:
@@ -159,12 +166,11 @@ async def test_a_killed_workers_partitions_move_and_nothing_is_lost_or_doubled(
     assert not any((await lease_owners(transport, producer)).values()), "a clean shutdown releases every lease"
 
     # the same store, read back by one process: it restores every partition from what the workers committed
-    verifier = build_exchange(transport, PipelineConfig(market_partitions=PARTITIONS), markets=markets,
-                              clock=lambda: 0)
+    verifier = build_exchange(transport, config, markets=markets, clock=lambda: 0)
     await verifier.app.start()
     try:
         await verifier.app.wait_running(timeout=60)
-        oracle = StagedOracle(markets).run(commands)
+        oracle = StagedOracle(markets).run(await as_matched(verifier, commands))
         for name in ("orders.in", "orders.valid", "orders.accepted"):  # nothing doubled on the way
             values = [repr(v) for v in await topic_values(verifier, name)]
             assert len(values) == len(set(values)), (name, len(values), len(set(values)))
@@ -172,8 +178,17 @@ async def test_a_killed_workers_partitions_move_and_nothing_is_lost_or_doubled(
         events, expected = await orders_events_by_market(verifier), by_market(oracle.orders_events)
         assert events == expected, difference(events, expected)
         assert merged_engine_hash(verifier) == oracle.engine.state_hash()
-        assert pipeline_accounts(verifier, markets).state_hash() == oracle.accounts.state_hash()
-        assert len(await topic_values(verifier, "accounts.events")) == len(oracle.accounts_events)
+        accounts = merged_accounts(verifier)
+        accounts.validate_internal_state()
+        assert accounts.state_hash() == oracle.accounts.state_hash()
+        # every trade leg settled once, every fee charged once and paid to the fee account once
+        account_events = await topic_values(verifier, "accounts.events")
+        trades = [(e.symbol, e.trade_id) for e in oracle.orders_events if type(e) is TradeExecuted]
+        legs = [(e.symbol, e.trade_id) for e in account_events if type(e) is LegSettled]
+        assert sorted(legs) == sorted(trades * 2)
+        fees = [e for e in account_events if type(e) is FeeCharged]
+        assert sorted(map(repr, fees)) == sorted(repr(e) for e in oracle.accounts_events if type(e) is FeeCharged)
+        assert sum(e.amount for e in account_events if type(e) is FeesTransferred) == sum(f.amount for f in fees)
         assert sorted(map(repr, await topic_values(verifier, "orders.rejected"))) == sorted(
             map(repr, oracle.orders_rejected))
     finally:

@@ -12,9 +12,11 @@ import asyncpg
 import pytest
 
 from infra.services import PostgresService
+from pipeline.config import PipelineConfig
 from pipeline.core.markets import Market
-from pipeline.exchange import Exchange
-from recovery.persister import Persister, PersisterBusyError, PersisterConfig, StalePositionError
+from pipeline.exchange import Exchange, build_exchange
+from pipeline.transport.redis import RedisTransport
+from recovery.persister import Persister, PersisterBusyError, PersisterConfig, StalePositionError, app_streams
 from recovery.rows import RowBuilder
 from tests.recovery.checks import assert_archive_complete
 from tests.recovery.conftest import commands, send
@@ -55,6 +57,34 @@ async def test_a_pipeline_run_is_archived_completely(
     causes = await assert_archive_complete(db, exchange)
     assert {"hold", "release", "trade", "fee", "fee_income", "deposit"} <= set(causes)
     assert persister.status.failures == 0
+
+
+async def test_accounts_over_three_partitions_are_archived_with_a_balanced_ledger(
+    redis_flush: str, database_flush: str, db: asyncpg.Connection, markets: dict[str, Market]
+) -> None:
+    """Trades settled leg by leg on each account's partition, fees moved to the fee account's partition:
+    the ledger still explains every balance (no adjustments) and pays the fee account what was charged."""
+    transport = RedisTransport(redis_flush)
+    exchange = build_exchange(transport, PipelineConfig(account_partitions=3), markets=markets)
+    await exchange.app.start()
+    try:
+        await exchange.app.wait_running()
+        persister = Persister(exchange.app.transport, database_flush, app_streams(exchange.app), config=FAST)
+        await persister.start()
+        await send(exchange, commands(markets, 1200))
+        await quiesce(exchange, persister)
+        await persister.stop()
+        causes = await assert_archive_complete(db, exchange)
+    finally:
+        await exchange.app.stop()
+        await transport.close()
+    assert {"hold", "release", "trade", "fee", "fee_income", "deposit"} <= set(causes)
+    fees = await db.fetchval("SELECT -sum(available_delta + locked_delta) FROM ledger WHERE cause = 'fee'")
+    income = await db.fetchval("SELECT sum(available_delta) FROM ledger WHERE cause = 'fee_income'")
+    assert fees == income > 0
+    legs = await db.fetchval("SELECT count(*) FROM event_archive WHERE type = 'LegSettled'")
+    trades = await db.fetchval("SELECT count(*) FROM trades")
+    assert legs == 2 * trades > 0
 
 
 async def test_a_replayed_batch_writes_nothing_twice(
