@@ -1,6 +1,6 @@
 """Replay a topic into an isolated core: the books, balances and state hash the input leads to.
 
-    core = await replay_state("orders.in", redis_url=url, end=parse_bound("-5m", "to"))
+    core = await replay_state("orders.in", redis_url=url, end="-5m")   # every partition of orders.in, merged
     core.state_hash(), core.hashes()      # {"match": ..., "accounts": ...}
     core.engine.book("BTCUSDT").depth(5)
 
@@ -13,6 +13,8 @@ replay component by component.
 
 Topics that can be replayed: ``orders.in`` (every stage), ``orders.valid`` (risk, match,
 settle: what passed validation) and ``orders.accepted`` (match only: books, no balances).
+A topic name reads all its partitions as one sequence merged by entry id; ``topic:N`` one
+partition (`recovery.replay_topic` says what positions mean across partitions).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from pipeline.core.exchange import ExchangeCore
 from pipeline.core.markets import Market
 from pipeline.core.messages import SetMarketStatus
 from pipeline.messages import Codec
-from recovery.replay_source import MessageId, MessageKey, ReplayError, open_client, read_range
+from recovery.replay_source import MessageId, MessageKey, ReplayError, open_client
+from recovery.replay_topic import MergedKey, TopicSource, resolve_topic, split_name
 
 REPLAYABLE: Final = {ORDERS_IN.name: "every stage: validate, risk, match, settle",
                      ORDERS_VALID.name: "risk, match, settle (input that passed validation)",
@@ -116,14 +119,6 @@ def combined_hash(hashes: Mapping[str, str]) -> str:
     return digest.hexdigest()
 
 
-def topic_and_stream(name: str) -> tuple[str, str]:
-    """``orders.in`` or ``orders.in:0`` -> (topic, stream); a topic name means its partition 0."""
-    topic, sep, partition = name.partition(":")
-    if sep and not partition.isdigit():
-        raise ReplayError(f"{name!r}: a stream is TOPIC:PARTITION, e.g. orders.in:0")
-    return topic, f"{topic}:{partition or 0}"
-
-
 StepHook = Callable[[MessageId, Any, list[Any]], None]
 """Called after each applied message with its id, the message and the events it caused."""
 
@@ -143,13 +138,19 @@ class ReplayProgress:
             self.report(applied, position)
 
 
-async def replay_into(core: ReplayCore, client: Any, stream: str, *, start: MessageKey | None = None,
-                      end: MessageKey | None = None, database_url: str | None = None,
+async def replay_into(core: ReplayCore, client: Any, source: TopicSource | str, *, start: MergedKey | None = None,
+                      end: MergedKey | None = None, database_url: str | None = None,
                       on_step: StepHook | None = None, progress: ReplayProgress | None = None) -> ReplayCore:
-    """Apply the messages of `stream` from `start` to `end` to `core`; returns it."""
+    """Apply the messages of `source` from `start` to `end` to `core`; returns it.
+
+    `source` is a `TopicSource` (every partition of a topic merged, or one), or a stream
+    name ``topic:N``; bounds are `TopicSource.bound`'s (see `recovery.replay_topic`).
+    """
+    if isinstance(source, str):
+        source = await resolve_topic(client, source, database_url)
     codec: Codec[Any] = Codec(_VALUE_TYPES[core.stages])
     decode = codec.decode
-    async for message_id, raw in read_range(client, stream, start, end, database_url):
+    async for message_id, raw in source.read(client, start, end, database_url):
         try:
             command = decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -164,30 +165,35 @@ async def replay_into(core: ReplayCore, client: Any, stream: str, *, start: Mess
     return core
 
 
+Bound = str | MessageKey | None
+"""A bound of `replay_state`: text as the CLI takes it (``1764547200123-0#2@p1``, a time, ``end``),
+a `parse_bound` key (one stream's, or an entry id / time in every partition), or None (the edge)."""
+
+
 async def replay_state(
     topic: str = ORDERS_IN.name,
     *,
     redis_url: str,
     database_url: str | None = None,
-    start: MessageKey | None = None,
-    end: MessageKey | None = None,
+    start: Bound = None,
+    end: Bound = None,
     markets: Mapping[str, Market] | None = None,
     base: ReplayCore | None = None,
     on_step: StepHook | None = None,
     progress: ReplayProgress | None = None,
 ) -> ReplayCore:
-    """Replay `topic` (or a stream ``topic:p``) from `start` to `end` into an isolated core; return it.
+    """Replay `topic` (every partition, merged by entry id) or a stream ``topic:p`` from `start` to `end`.
 
-    `base` continues a core (e.g. one restored from a snapshot with `ReplayCore.from_snapshots`,
-    then `start` just after the snapshot's offset); otherwise an empty core over `markets`
-    (default: the configured markets) starts from nothing, so `start` should be the stream's
-    beginning for balances and books to be complete. Entries trimmed from Redis are read from
-    the archive at `database_url`.
+    Returns the isolated core it applied them to. `base` continues a core (e.g. one restored
+    from a snapshot with `ReplayCore.from_snapshots`, then `start` just after the snapshot's
+    offset); otherwise an empty core over `markets` (default: the configured markets) starts
+    from nothing, so `start` should be the stream's beginning for balances and books to be
+    complete. Entries trimmed from Redis are read from the archive at `database_url`.
     """
     from pipeline.config import PipelineConfig
     from pipeline.core.markets import load_markets
 
-    topic_name, stream = topic_and_stream(topic)
+    topic_name, _ = split_name(topic)
     if base is None:
         if markets is None:
             markets = load_markets(PipelineConfig.from_env().markets_file)
@@ -196,7 +202,13 @@ async def replay_state(
         raise ReplayError(f"the base core runs the stages of {base.stages}, not of {topic_name}")
     client = open_client(redis_url)  # one server, or a cluster for a redis+cluster:// URL
     try:
-        return await replay_into(base, client, stream, start=start, end=end, database_url=database_url,
+        source = await resolve_topic(client, topic, database_url)
+        return await replay_into(base, client, source, start=_bound(source, start, "from"),
+                                 end=_bound(source, end, "to"), database_url=database_url,
                                  on_step=on_step, progress=progress)
     finally:
         await client.aclose()
+
+
+def _bound(source: TopicSource, bound: Bound, side: str) -> MergedKey | None:
+    return source.bound(bound, side) if isinstance(bound, str) else source.position(bound, side)

@@ -78,10 +78,16 @@ async def stream_names(client: Any) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class MessageId:
-    """One message of a stream: its entry id and index inside the entry."""
+    """One message of a stream: its entry id and index inside the entry.
+
+    `partition` is set for a message of a topic read with all its partitions merged
+    (`recovery.replay_topic`): it is then printed ``MS-SEQ#INDEX@pN``, since each partition
+    has its own entry ids.
+    """
 
     entry_id: str
     index: int
+    partition: int | None = None
 
     @property
     def key(self) -> MessageKey:
@@ -89,7 +95,7 @@ class MessageId:
         return int(ms), int(seq or 0), self.index
 
     def __str__(self) -> str:
-        return f"{self.entry_id}#{self.index}"
+        return f"{self.entry_id}#{self.index}" + ("" if self.partition is None else f"@p{self.partition}")
 
 
 def entry_key(entry_id: str) -> tuple[int, int]:

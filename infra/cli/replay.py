@@ -14,9 +14,21 @@ before ``--from`` too, quietly (the books and balances then are those of the exc
 Entries already trimmed from Redis are read from the PostgreSQL archive (DATABASE_URL or
 the running embedded PostgreSQL).
 
+A topic name means every partition of the topic (``orders.accepted`` has
+EXCHANGE_MARKET_PARTITIONS, ``orders.in``/``orders.valid`` EXCHANGE_ACCOUNT_PARTITIONS: the
+streams TOPIC:0..N-1 found in Redis or the archive), read as one sequence merged by entry id;
+``TOPIC:N`` means partition N alone. Entry ids are per partition: in a merged replay a
+message is printed ``MS-SEQ#INDEX@pN`` (N: its partition), ordered by (MS, SEQ, N, INDEX),
+and that form is what --from/--to/--at take to name it exactly; ``MS-SEQ`` alone means that
+entry id in every partition, a time every partition's entries up to/from that time
+(``#INDEX`` needs ``@pN`` when several partitions are merged). On one server the ids are the
+server's clock, so the merge is the append order (entries of several partitions in the same
+millisecond: partition 0 first); on a Valkey Cluster it is by each node's entry time.
+
 Works on one server and on a Valkey Cluster (``REDIS_URL=redis+cluster://...``): streams are
 named by their logical names (``orders.accepted:2``); on a cluster they are read from the
-partition's tagged key, and --into-group writes ``{pN}replay.<group>.<stream>`` (printed).
+partition's tagged key, and --into-group writes ``{pN}replay.<group>.<stream>`` (printed;
+a merged topic goes to ``replay.<group>.<topic>``, each entry with its partition in ``p``).
 """
 
 from __future__ import annotations
@@ -40,10 +52,11 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "replay", help="replay a topic into an isolated engine (books, balances, hash) or into a consumer group",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("topic", help="topic (partition 0) or stream TOPIC:P; cores replay orders.in, "
-                                      "orders.valid or orders.accepted")
+    parser.add_argument("topic", help="topic (all its partitions, merged by entry id) or stream TOPIC:P (one "
+                                      "partition); cores replay orders.in, orders.valid or orders.accepted")
     parser.add_argument("--from", dest="start", default="start", metavar="OFFSET|TIME",
-                        help="first message of the range (default: start)")
+                        help="first message of the range (default: start); on a merged topic an offset is "
+                             "MS-SEQ (every partition) or MS-SEQ#INDEX@pN (one message), as the replay prints it")
     parser.add_argument("--to", dest="end", default="end", metavar="OFFSET|TIME",
                         help="last message of the range, inclusive (default: end)")
     parser.add_argument("--at", metavar="OFFSET|TIME", help="show the state right after this message")
@@ -81,38 +94,33 @@ def _optional_database_url() -> str | None:
 async def _replay(args: argparse.Namespace) -> int:
     from pipeline.config import PipelineConfig
     from pipeline.core.markets import load_markets
-    from recovery.replay import REPLAYABLE, ReplayCore, ReplayProgress, replay_into, topic_and_stream
+    from recovery.replay import REPLAYABLE, ReplayCore, ReplayProgress, replay_into
     from recovery.replay_group import deliver_to_group
-    from recovery.replay_source import (
-        ReplayError,
-        format_key,
-        just_before,
-        open_client,
-        parse_bound,
-        stream_key,
-        stream_names,
-    )
+    from recovery.replay_source import ReplayError, open_client, stream_names
+    from recovery.replay_topic import format_position, merged_before, resolve_topic
 
     _check_args(args)
-    topic, stream = topic_and_stream(args.topic)
-    if args.at is not None:
-        at = parse_bound(args.at, "to")
-        start, end = None, at
-    else:
-        start, end = parse_bound(args.start, "from"), parse_bound(args.end, "to")
-    if start is not None and end is not None and start > end:
-        raise ReplayError(f"the range is empty: --from {format_key(start)} is after --to {format_key(end)}")
     client = open_client(redis_url())  # one server, or a cluster (redis+cluster://): logical stream names
     try:
         db = _optional_database_url()
-        if not await client.exists(stream_key(client, stream)) and db is None:
+        source = await resolve_topic(client, args.topic, db)  # a bare topic: every partition, merged
+        topic = source.topic
+        if args.at is not None:
+            start, end = None, source.bound(args.at, "to")
+        else:
+            start, end = source.bound(args.start, "from"), source.bound(args.end, "to")
+        if start is not None and end is not None and start > end:
+            raise ReplayError(f"the range is empty: --from {format_position(start, source.merged)} is after"
+                              f" --to {format_position(end, source.merged)}")
+        if not await source.exists(client) and db is None:
             known = await stream_names(client)
-            raise ToolError(f"no stream {stream!r} in Redis (streams: {', '.join(known) or 'none'})")
+            raise ToolError(f"no stream {source.streams[0]!r} in Redis (streams: {', '.join(known) or 'none'})")
         if args.into_group:
             began = time.monotonic()
-            target, entries, messages = await deliver_to_group(client, stream, args.into_group, start, end, db)
-            print(f"re-delivered {messages} message(s) in {entries} entr{'y' if entries == 1 else 'ies'} of {stream}"
-                  f" to {target} for consumer group {args.into_group!r} in {time.monotonic() - began:.2f}s")
+            target, entries, messages = await deliver_to_group(client, source, args.into_group, start, end, db)
+            print(f"re-delivered {messages} message(s) in {entries} entr{'y' if entries == 1 else 'ies'} of"
+                  f" {source.describe()} to {target} for consumer group {args.into_group!r}"
+                  f" in {time.monotonic() - began:.2f}s")
             print(f"read them with: XREADGROUP GROUP {args.into_group} <consumer> STREAMS {target} >")
             return 0
         if topic not in REPLAYABLE:
@@ -126,15 +134,15 @@ async def _replay(args: argparse.Namespace) -> int:
             f"  replayed {n} messages ({n / max(time.monotonic() - began, 1e-9):,.0f}/s), at {at}",
             file=sys.stderr, flush=True))
         if start is not None and not args.fresh:  # the history before the range, quietly
-            await replay_into(core, client, stream, end=just_before(start), database_url=db, progress=progress)
+            await replay_into(core, client, source, end=merged_before(start), database_url=db, progress=progress)
         skipped = core.applied
         step = _Stepper(core, args) if args.step else None
-        await replay_into(core, client, stream, start=start, end=end, database_url=db,
+        await replay_into(core, client, source, start=start, end=end, database_url=db,
                           on_step=step, progress=None if step else progress)
         elapsed = time.monotonic() - began
     finally:
         await client.aclose()
-    _print_state(core, args, skipped, elapsed)
+    _print_state(core, args, source.describe(), skipped, elapsed)
     return 0
 
 
@@ -159,13 +167,13 @@ class _Stepper:
         print(f"  state hash {self.core.state_hash()}")
 
 
-def _print_state(core: Any, args: argparse.Namespace, skipped: int, elapsed: float) -> None:
+def _print_state(core: Any, args: argparse.Namespace, what: str, skipped: int, elapsed: float) -> None:
     from recovery.replay_view import BALANCE_HEADERS, BOOK_HEADERS, balance_rows, book_rows, book_title
 
     print()
     shown = core.applied - skipped
     where = f"after {core.position}" if core.position is not None else "before the first message"
-    print(f"replayed {core.applied} message(s) of {args.topic} in {elapsed:.2f}s"
+    print(f"replayed {core.applied} message(s) of {what} in {elapsed:.2f}s"
           + (f" ({skipped} before the range, {shown} in it)" if skipped else "")
           + (f"; {core.failed} undecodable skipped" if core.failed else "") + f"; state {where}")
     if args.at is not None and core.position is None:

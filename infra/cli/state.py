@@ -7,8 +7,9 @@ of ``orders.valid`` / ``orders.in`` the books and the accounts. Only what both s
 is compared.
 
 Replay sides read the streams of REDIS_URL, one server or a Valkey Cluster (``redis+cluster://``):
-``replay:orders.accepted:2@<offset>`` names a stream of a market partition (a topic name means
-partition 0); on a cluster each partition's stream has its own entry ids.
+``replay:orders.accepted:2@<offset>`` names a stream of a market partition; a topic name means
+all its partitions merged by entry id (an offset in it: ``MS-SEQ#INDEX@pN`` as `exchange
+replay` prints it, or ``MS-SEQ`` / a time for every partition; see `exchange replay --help`).
 """
 
 from __future__ import annotations
@@ -108,13 +109,14 @@ async def _replay_side(spec: str) -> StateView:
     try:
         from recovery.replay import replay_state
         from recovery.replay_source import parse_bound
+        from recovery.replay_topic import split_partition
     except ImportError as exc:  # the replay tool is not installed in this tree
         raise ToolError(f"replay sides need recovery.replay: {exc}") from None
     topic, _, offset = spec[len("replay:"):].partition("@")
     if not topic:
         raise ToolError(f"{spec!r}: expected replay:<topic>@<offset>")
     try:
-        end = parse_bound(offset or "end", "to")
+        parse_bound(split_partition(offset or "end")[0], "to")  # a malformed offset fails before any reading
     except ValueError as exc:
         raise ToolError(str(exc)) from None
     print(f"replaying {topic} up to {offset or 'end'}...", file=sys.stderr, flush=True)
@@ -122,7 +124,7 @@ async def _replay_side(spec: str) -> StateView:
         database: str | None = database_url()
     except ToolError:
         database = None
-    core = await replay_state(topic, redis_url=redis_url(), database_url=database, end=end)
+    core = await replay_state(topic, redis_url=redis_url(), database_url=database, end=offset or "end")
     view = StateView(f"replay {topic}@{offset or 'end'}")
     engine_view(view, core.engine)
     if topic.split(":")[0] != "orders.accepted":

@@ -1,4 +1,10 @@
-"""`exchange up`: the whole exchange in the foreground on the embedded services (or yours)."""
+"""`exchange up`: the whole exchange in the foreground on the embedded services (or yours).
+
+``REDIS_URL=redis+cluster://host:port`` runs it on a Valkey/Redis Cluster (the cluster
+transport, as `exchange worker`): every agent's partitions (EXCHANGE_MARKET_PARTITIONS,
+EXCHANGE_ACCOUNT_PARTITIONS), the persister, the API and the market maker in this one
+process, which takes every lease (docs/scaling.md).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from pipeline.config import PipelineConfig
     from pipeline.exchange import build_exchange
     from pipeline.snapshots.config import SnapshotConfig
-    from pipeline.transport.redis import RedisTransport
+    from pipeline.transport.cluster import open_transport
     from recovery.persister import Persister, PersisterConfig, app_streams
     from recovery.snapshots import attach_snapshots
 
@@ -52,7 +58,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     started_here = {s.name for s in services.status() if s.pid is not None} - was_running
-    exchange = build_exchange(RedisTransport(urls.redis_url), pipeline_config)
+    # redis+cluster:// -> ClusterTransport (tagged keys, outboxes), as `exchange worker` and `exchange api`
+    exchange = build_exchange(open_transport(urls.redis_url), pipeline_config)
     attach_snapshots(exchange, urls.database_url, snapshot_config)  # restore at start, snapshot, trim
     persister = Persister(exchange.app.transport, urls.database_url, app_streams(exchange.app), persister_config)
     clients = [] if mm_config is None else [_market_maker(exchange, mm_config)]

@@ -76,8 +76,13 @@ class EmbeddedServices:
         return rows
 
 
+_CLUSTER_SCHEME = "redis+cluster://"  # as infra.services.cluster's (not imported: `python -m` runs that module)
+
+
 def redis_answers(url: str) -> bool:
-    """Whether the Redis/Valkey server of a URL answers PING."""
+    """Whether the Redis/Valkey server of a URL answers PING (of a ``redis+cluster://`` URL: its seed node)."""
+    if url.startswith(_CLUSTER_SCHEME):
+        url = "redis://" + url[len(_CLUSTER_SCHEME):]
     try:
         client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     except ValueError:

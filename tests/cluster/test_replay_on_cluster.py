@@ -3,14 +3,15 @@
 An in-process exchange (3 match partitions) on the cluster takes funding and orders across
 ten markets; then, with ``REDIS_URL=redis+cluster://...``:
 
-- `replay_state` of ``orders.in`` gives the live engine's and accounts' hashes, and of each
-  market partition's ``orders.accepted:N`` that partition's live books;
+- `replay_state` of ``orders.in`` gives the live engine's and accounts' hashes, of each
+  market partition's ``orders.accepted:N`` that partition's live books, and of the bare
+  ``orders.accepted`` (its 3 partitions merged by entry id) every partition's books;
 - ``exchange replay orders.in --at <offset>`` prints the hash an isolated core reaches after
   the same commands (what it prints on one server), ``--from/--to --step`` too;
 - an unknown stream is refused with the streams' logical names;
 - ``--into-group`` re-delivers exactly the range to a consumer group on the tagged stream;
-- ``exchange state diff`` of two replays of ``orders.accepted`` says identical (exit 0), and
-  of two different points shows the difference (exit 1).
+- ``exchange state diff`` of two replays of ``orders.accepted`` (merged positions ``...@pN``)
+  says identical (exit 0), and of two different points shows the difference (exit 1).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pipeline.transport.cluster import ClusterTransport
 from recovery.replay import ReplayCore, replay_state
 from recovery.replay_group import replay_stream
 from recovery.replay_source import parse_bound, read_range
+from recovery.replay_topic import resolve_topic
 from tests.cluster.exchange_checks import settled, ten_markets, ten_markets_toml
 from tests.pipeline.test_exchange_e2e import pipeline_accounts
 
@@ -100,6 +102,13 @@ async def test_replay_and_state_diff_on_a_cluster(
         books = await replay_state(f"orders.accepted:{partition}", redis_url=cluster_url, markets=markets)
         assert books.applied > 0
         assert books.engine.state_hash() == exchange.app.runners[("match", partition)].state.state_hash()
+    # the bare topic: every partition's tagged stream, merged by entry id (each node's clock): all the books
+    source = await resolve_topic(cluster_transport.client, "orders.accepted")
+    assert source.partitions == tuple(range(PARTITIONS))
+    accepted = [m async for m, _ in source.read(cluster_transport.client, None, None)]
+    assert {m.partition for m in accepted} == set(range(PARTITIONS))
+    books = await replay_state("orders.accepted", redis_url=cluster_url, markets=markets)
+    assert books.applied == len(accepted) and books.engine.state_hash() == merged_engine_hash(exchange)
 
     # --at: the state after one message, as an isolated core on one server gets it
     ids = [m for m, _ in await messages(cluster_transport, "orders.in:0")]
@@ -142,9 +151,9 @@ async def test_replay_and_state_diff_on_a_cluster(
     assert int(await client.hget(slots.tag(target) + "meta:" + replay_stream("backfill", "orders.in:0"),
                                  "added")) == len(got)
 
-    # state diff of replay sides: identical at one point, different at two
-    accepted = [m for m, _ in await messages(cluster_transport, "orders.accepted:0")]
+    # state diff of replay sides (merged positions MS-SEQ#INDEX@pN): identical at one point, different at two
     point, later = accepted[len(accepted) // 2], accepted[-1]
+    assert "@p" in str(point)
     assert await cli("state", "diff", f"replay:orders.accepted@{point}", f"replay:orders.accepted@{point}") == 0
     assert "compared books: identical" in capsys.readouterr().out
     assert await cli("state", "diff", f"replay:orders.accepted@{point}", f"replay:orders.accepted@{later}") == 1
