@@ -66,8 +66,12 @@ async def server_time() -> dict[str, int]:
 
 
 def create_app(exchange: Exchange, *, max_lag: int = DEFAULT_MAX_LAG, config: ApiConfig | None = None,
-               client: Any = None) -> Litestar:
-    """The API over `exchange` (`client`: a redis.asyncio client; default the transport's own)."""
+               client: Any = None, database_url: str | None = None) -> Litestar:
+    """The API over `exchange` (`client`: a redis.asyncio client; default the transport's own).
+
+    `database_url`: the archive's PostgreSQL, for `/metrics` and `/healthz` (default: DATABASE_URL,
+    else the embedded PostgreSQL next to an embedded Valkey).
+    """
     config = config or ApiConfig.from_env()
     if client is None:
         client = getattr(exchange.app.transport, "client", None)
@@ -75,13 +79,14 @@ def create_app(exchange: Exchange, *, max_lag: int = DEFAULT_MAX_LAG, config: Ap
             raise TypeError("the API needs a Redis transport (or pass client=)")
     api = ApiContext(exchange, client, CommandWriter(exchange.orders_in, client), config)
     hub = Hub(api)
-    metrics = ApiMetrics()
+    metrics = ApiMetrics(database_url=database_url, database_resolved=database_url is not None)
     limiter = WeightLimiter(config.weight_per_minute)
     app = Litestar(
         route_handlers=[healthz, ping, server_time, public_router, orders_router, replace_router,
                         admin_router, user_stream_router, *stream_handlers, ws_api, users_router(), ui_router(),
                         metrics_endpoint],
         state=State({"exchange": exchange, "max_lag": max_lag, "api": api, "hub": hub, "limiter": limiter,
+                     "database_url": database_url,
                       "metrics": metrics, "ws_attempts": ConnectionAttempts(config.ws_connections_per_5m)}),
         exception_handlers=exception_handlers(),
         # every parameter bound: Litestar passes the app to a hook that still takes one (here: `box`)

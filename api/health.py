@@ -147,7 +147,7 @@ async def archive_health(state: Any) -> ArchiveHealth | None:
         from api.metrics import metrics_database_url
 
         app = state.exchange.app
-        url = metrics_database_url(str(getattr(app.transport, "url", "")))
+        url = state.get("database_url") or metrics_database_url(str(getattr(app.transport, "url", "")))
         probe = _NO_ARCHIVE if url is None else ArchiveProbe(app, url, HealthConfig.from_env())
         state.archive_probe = probe
     return None if probe is _NO_ARCHIVE else await probe.read()

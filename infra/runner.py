@@ -111,8 +111,11 @@ async def run_exchange(
     services: Iterable[BackgroundService] = (),
     clients: Iterable[ApiClientService] = (),
     standby: bool = False,
+    database_url: str | None = None,
 ) -> None:
     """Run the agents (all, or those named), `services` and, if `port` is given, the API, until a stop signal.
+
+    `database_url`: the archive the API's `/metrics` and `/healthz` report on (`create_app`).
 
     With `standby`, start-up does not wait for partitions another live worker holds: they
     stay on standby and are taken over when that worker's lease expires (`exchange worker`).
@@ -138,8 +141,8 @@ async def run_exchange(
             await app.wait_running(timeout=60 + app.lease_ttl_ms / 1000)
         address = None
         if port is not None:
-            config = uvicorn.Config(create_app(exchange), host=host or "127.0.0.1", port=port,
-                                    log_level="warning", lifespan="on")
+            api = create_app(exchange, database_url=database_url)
+            config = uvicorn.Config(api, host=host or "127.0.0.1", port=port, log_level="warning", lifespan="on")
             server = _Server(config)
             serving = asyncio.create_task(server.serve())
             while not server.started:

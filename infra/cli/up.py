@@ -70,7 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     try:
         run_loop(run_exchange(exchange, host=args.host, port=args.port, on_ready=ready, services=[persister],
-                              clients=clients))  # uvloop with EXCHANGE_UVLOOP=1, as `exchange worker`
+                              clients=clients, database_url=urls.database_url))  # uvloop with EXCHANGE_UVLOOP=1
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -152,8 +152,8 @@ def test_exchange_up_on_a_cluster(exchange_up: tuple[UpProcess, str], environmen
     assert redis_answers(url)  # `exchange services status` / `exchange up` see the cluster as an external server up
     leases = asyncio.run(held_leases(url))
     assert sum(key.startswith("lease:match:") for key in leases) == MARKET_PARTITIONS, leases
-    # EXCHANGE_ACCOUNT_PARTITIONS, once PipelineConfig reads it (the lead is adding it): validate runs per partition
-    account_partitions = getattr(PipelineConfig.from_env(), "account_partitions", 1)
+    account_partitions = PipelineConfig.from_env().account_partitions  # validate runs per accounts partition
+    assert account_partitions > 1
     assert sum(key.startswith("lease:validate:") for key in leases) == account_partitions, leases
     assert all(leases.values()), leases  # every partition of every agent runs in this one process
 
