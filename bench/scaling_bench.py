@@ -9,6 +9,8 @@ leases / workers, rounded up), orders injected here
 at `orders.in` (entries of 100, as the API's group commit writes them), no AOF:
 
 - reference: 1 worker on one plain Valkey, one match partition (today's deployment);
+- the same worker on the same Valkey with the cluster cases' partitions (what partitioning
+  itself costs, without a cluster);
 - N workers on the cluster, `--partitions` match partitions (markets dealt round-robin) and
   `--account-partitions` accounts partitions (validate, risk and settle per partition;
   accounts dealt by id).
@@ -133,6 +135,12 @@ def main() -> None:
         print("reference: 1 worker, one Valkey, 1 partition ...", flush=True)
         rows.append(("1 worker, single Valkey, 1 partition",
                      asyncio.run(run_case(server.url, 1, 1, args.orders, [server.process.pid]))))
+        if args.partitions > 1 or args.account_partitions > 1:
+            flush([server.port])
+            name = f"1 worker, single Valkey, {args.partitions} match / {args.account_partitions} accounts partitions"
+            print(f"{name} ...", flush=True)
+            rows.append((name, asyncio.run(run_case(server.url, 1, args.partitions, args.orders,
+                                                    [server.process.pid], args.account_partitions))))
     folder = Path(tempfile.mkdtemp(prefix="scaling-bench-cluster-"))
     cluster = ValkeyCluster(folder, free_cluster_ports(3))
     try:
