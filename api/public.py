@@ -25,9 +25,10 @@ from api.klines import (
     window_start,
 )
 from api.params import Params, read_params
-from api.store import is_cluster, mget
+from api.store import mget
 from pipeline.agents.publish.candles import INTERVALS
 from pipeline.agents.publish.messages import Candle, Trade
+from pipeline.agents.publish.readmodel import bbo_key, candles_key, depth_id_key, depth_key, ticker_key
 from pipeline.core.markets import Market
 
 MS: Final = 1_000_000
@@ -124,41 +125,29 @@ async def market_request(request: Request[Any, Any, Any]) -> tuple[ApiContext, P
 
 @get("/depth")
 async def depth(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """The book from the read model: both sides and lastUpdateId read in one MULTI/EXEC."""
+    """The book from the read model: both sides and lastUpdateId read in one MULTI/EXEC (`read_book`)."""
     ctx, params, market = await market_request(request)
     symbol = market.symbol
     limit = params.integer("limit", low=1, high=DEPTH_MAX) or DEPTH_DEFAULT
-    last_id, bids, asks = await read_book(ctx, symbol)
+    last_id, bids, asks = await read_book(ctx.client, symbol)
     return {"lastUpdateId": last_id,
             "bids": [[price_str(market, p), qty_str(market, q)] for p, q in bids[:limit]],
             "asks": [[price_str(market, p), qty_str(market, q)] for p, q in asks[:limit]]}
 
 
-async def read_book(ctx: ApiContext, symbol: str) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
-    """(lastUpdateId, bids best first, asks best first) of the depth read model, in one MULTI/EXEC on one server.
+async def read_book(client: Any, symbol: str) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
+    """(lastUpdateId, bids best first, asks best first) of the depth read model, in one MULTI/EXEC.
 
-    On a cluster the three keys hash to different slots (publish writes them through its outbox,
-    one forwarder script per node, so they are not updated at one instant either): no MULTI is
-    possible. The read is then optimistic: id, both sides, id again, retried (3 times) while the
-    id moved. The book is each side's state at some moment of the read; lastUpdateId can still
-    differ from the sides by the updates of one publish batch in flight (diff-stream clients
-    resynchronise as Binance documents). The fix, not done: tag a market's read-model keys
-    (docs/scaling.md, "Tools on a cluster").
+    The three keys carry the market's hash tag (``depth:{BTCUSDT}:bids|asks|id``), so on a
+    cluster too they are in one slot and the transaction runs on the node serving it; publish
+    writes them in one commit (on a cluster: one outbox entry for the slot, applied by one
+    script), so the sides always match lastUpdateId.
     """
-    if is_cluster(ctx.client):
-        for _ in range(3):
-            before = await ctx.client.get(f"depth:{symbol}:id")
-            raw_bids = await ctx.client.hgetall(f"depth:{symbol}:bids")
-            raw_asks = await ctx.client.hgetall(f"depth:{symbol}:asks")
-            raw_id = await ctx.client.get(f"depth:{symbol}:id")
-            if raw_id == before:
-                break
-    else:
-        async with ctx.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(f"depth:{symbol}:bids")
-            pipe.hgetall(f"depth:{symbol}:asks")
-            pipe.get(f"depth:{symbol}:id")
-            raw_bids, raw_asks, raw_id = await pipe.execute()
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hgetall(depth_key(symbol, True))
+        pipe.hgetall(depth_key(symbol, False))
+        pipe.get(depth_id_key(symbol))
+        raw_bids, raw_asks, raw_id = await pipe.execute()
     bids = sorted(((int(p), int(q)) for p, q in raw_bids.items() if int(q)), reverse=True)
     asks = sorted((int(p), int(q)) for p, q in raw_asks.items() if int(q))
     return int(raw_id or 0), bids, asks
@@ -333,7 +322,7 @@ async def klines(request: Request[Any, Any, Any]) -> list[list[Any]]:
 async def _read_candles(ctx: ApiContext, symbol: str, interval: str, low_ms: int | None, end_ms: int | None,
                         count: int) -> list[Candle]:
     """Up to `count` kept `interval` candles: the first from `low_ms` on, else the newest up to `end_ms`."""
-    key = f"candles:{symbol}:{interval}"
+    key = candles_key(symbol, interval)
     low = "-inf" if low_ms is None else str(low_ms - INTERVALS[interval] // MS + 1)
     high = "+inf" if end_ms is None else str(end_ms)
     if low_ms is not None:
@@ -346,8 +335,8 @@ async def _read_candles(ctx: ApiContext, symbol: str, interval: str, low_ms: int
 async def _tickers(ctx: ApiContext, symbols: list[str]) -> list[tuple[dict[str, int], dict[str, int]]]:
     async with ctx.client.pipeline(transaction=False) as pipe:
         for s in symbols:
-            pipe.hgetall(f"ticker:{s}")
-            pipe.hgetall(f"bbo:{s}")
+            pipe.hgetall(ticker_key(s))
+            pipe.hgetall(bbo_key(s))
         raw = await pipe.execute()
     return [(_hash(raw[2 * i]), _hash(raw[2 * i + 1])) for i in range(len(symbols))]
 
@@ -430,7 +419,7 @@ async def avg_price(request: Request[Any, Any, Any]) -> dict[str, Any]:
     ctx, _, market = await market_request(request)
     symbol = market.symbol
     now = ctx.now_ms()
-    raw = await ctx.client.zrangebyscore(f"candles:{symbol}:1m", str(now - 5 * 60_000 - 59_999), "+inf")
+    raw = await ctx.client.zrangebyscore(candles_key(symbol, "1m"), str(now - 5 * 60_000 - 59_999), "+inf")
     candles = [_candle.decode(m) for m in raw]
     volume = sum(c.volume_lots for c in candles)
     if volume:
@@ -438,7 +427,7 @@ async def avg_price(request: Request[Any, Any, Any]) -> dict[str, Any]:
         text = f"{price:.{market.quote_asset.decimals}f}"
         close = max(c.close_ts for c in candles) // MS
     else:
-        last = int((await ctx.client.hget(f"ticker:{symbol}", "last_ticks")) or 0)
+        last = int((await ctx.client.hget(ticker_key(symbol), "last_ticks")) or 0)
         text, close = price_str(market, last), now
     return {"mins": 5, "price": text, "closeTime": close}
 

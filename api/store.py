@@ -3,15 +3,18 @@
 On a cluster (`redis.asyncio.cluster.RedisCluster`, from a ``redis+cluster://`` URL):
 
 - stream keys carry their partition's hash tag (`pipeline.transport.slots`): `stream_key`;
-- a MULTI/EXEC may only touch keys of one slot; the API's multi-key writes and reads
-  span slots (``apikey:*`` and ``acct:*:keys``, two listen-key entries, the depth read
-  model's three keys), so `multi` gives a plain, non-transactional pipeline there; each
-  call site says why that is still correct;
+- a MULTI/EXEC may only touch keys of one slot; the API's multi-key writes span slots
+  (``apikey:*`` and ``acct:*:keys``, two listen-key entries), so `multi` gives a plain,
+  non-transactional pipeline there; each call site says why that is still correct;
 - MGET may only touch one slot: `mget` splits it per slot (`mget_nonatomic`: the values
   are independent read-model entries, none needs to be read at the same instant as another).
 
-Read-model keys (``depth:*``, ``order:*``, ``ticker:*``, accounts, API keys) keep their
-names on a cluster and live wherever the cluster hashes them.
+A market's read-model keys carry its symbol as a hash tag, on one server too
+(``depth:{BTCUSDT}:bids|asks|id``, ``bbo:{BTCUSDT}``, ``ticker:{BTCUSDT}``,
+``candles:{BTCUSDT}:<interval>``; names from `pipeline.agents.publish.readmodel`): they
+share one slot, so the depth read (`api.public.read_book`) is a real MULTI/EXEC on a
+cluster as on one server. Other read-model keys (``order:*``, ``orders:open:*``,
+``balances:*``, accounts, API keys) keep their names and live wherever the cluster hashes them.
 """
 
 from __future__ import annotations

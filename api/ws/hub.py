@@ -53,6 +53,7 @@ from pipeline.agents.publish.messages import (
     Ticker,
     Trade,
 )
+from pipeline.agents.publish.readmodel import bbo_key
 
 log = logging.getLogger(__name__)
 READ_COUNT: Final = 500
@@ -158,7 +159,7 @@ class Hub:
         symbols = sorted(self.ctx.markets)
         async with self.ctx.client.pipeline(transaction=False) as pipe:
             for symbol in symbols:
-                pipe.hgetall(f"bbo:{symbol}")
+                pipe.hgetall(bbo_key(symbol))
             raw = await pipe.execute()
         for symbol, fields in zip(symbols, raw, strict=True):
             if fields:
@@ -382,7 +383,7 @@ class Hub:
             names = [(n, stream_name(symbol, kind)) for n, kind in wanted]
             if not any(name in self.subs for _, name in names):
                 continue
-            last_id, bids, asks = await read_book(self.ctx, symbol)
+            last_id, bids, asks = await read_book(self.ctx.client, symbol)
             for n, name in names:
                 if name in self.subs:
                     self._emit(name, partial_book(self.ctx.markets[symbol], last_id, bids, asks, n))

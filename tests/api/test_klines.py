@@ -10,6 +10,7 @@ import pytest
 from api.errors import ApiError
 from api.klines import HOUR_NS, base_interval, build, time_zone_offset_ns, window_start
 from pipeline.agents.publish.messages import Candle
+from pipeline.agents.publish.readmodel import candles_key
 from tests.api.conftest import Api, error
 
 MONDAY = int(dt.datetime(2026, 1, 5, tzinfo=dt.UTC).timestamp()) * 1000  # 2026-01-05 00:00 UTC, a Monday
@@ -57,7 +58,7 @@ async def test_klines_of_every_interval_and_time_zone(api: Api) -> None:
         "1d": [candle("1d", MONDAY + day * i, day, i) for i in range(2)],
     }
     for interval, candles in rows.items():
-        await api.redis.zadd(f"candles:BTCUSDT:{interval}",
+        await api.redis.zadd(candles_key("BTCUSDT", interval),
                              {msgspec.json.encode(c): c.open_ts // MS for c in candles})
 
     async def klines(**params: object) -> list[list[object]]:

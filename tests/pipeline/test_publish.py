@@ -20,7 +20,7 @@ from pipeline.agents.publish.messages import (
     Ticker,
     Trade,
 )
-from pipeline.agents.publish.readmodel import CANDLES_KEPT
+from pipeline.agents.publish.readmodel import CANDLES_KEPT, bbo_key, candles_key, depth_id_key, depth_key, ticker_key
 from pipeline.core.markets import Market
 from pipeline.core.messages import Command, FeeCharged, TradeExecuted
 from pipeline.deadletter import DLQ_STREAM
@@ -64,8 +64,8 @@ async def check_depth(exchange: Exchange, transport: Transport) -> None:
         book = engine.book(symbol)
         bids = {price: level.total for price, level in book.bids.items()}
         asks = {price: level.total for price, level in book.asks.items()}
-        stored_bids = {int(p): int(q) for p, q in (await transport.hgetall(f"depth:{symbol}:bids")).items()}
-        stored_asks = {int(p): int(q) for p, q in (await transport.hgetall(f"depth:{symbol}:asks")).items()}
+        stored_bids = {int(p): int(q) for p, q in (await transport.hgetall(depth_key(symbol, True))).items()}
+        stored_asks = {int(p): int(q) for p, q in (await transport.hgetall(depth_key(symbol, False))).items()}
         assert (stored_bids, stored_asks) == (bids, asks)
         replayed: dict[bool, dict[int, int]] = {True: {}, False: {}}
         last = 0
@@ -80,14 +80,14 @@ async def check_depth(exchange: Exchange, transport: Transport) -> None:
                     else:
                         replayed[is_bid].pop(price, None)
         assert (replayed[True], replayed[False]) == (bids, asks)
-        assert int(await transport.get(f"depth:{symbol}:id") or b"0") == last
+        assert int(await transport.get(depth_id_key(symbol)) or b"0") == last
         tops = [t for t in await topic_values(exchange, "market.bbo") if t.symbol == symbol]
         best = (book.best_bid() or 0, bids.get(book.best_bid() or 0, 0),
                 book.best_ask() or 0, asks.get(book.best_ask() or 0, 0))
         if tops:
             top: BookTicker = tops[-1]
             assert (top.bid_price_ticks, top.bid_qty_lots, top.ask_price_ticks, top.ask_qty_lots) == best
-            stored = await transport.hgetall(f"bbo:{symbol}")
+            stored = await transport.hgetall(bbo_key(symbol))
             assert int(stored[b"bid_price_ticks"]) == best[0] and int(stored[b"ask_qty_lots"]) == best[3]
 
 
@@ -131,7 +131,7 @@ async def check_market_data(exchange: Exchange, transport: Transport) -> None:
             lots = sum(e.qty_lots for e in executed if e.symbol == symbol)
             assert sum(v[4] for (s, _), v in got.items() if s == symbol) == lots
             stored = [msgspec.json.decode(m, type=Candle)
-                      for m, _ in await transport.zrange(f"candles:{symbol}:{interval}")]
+                      for m, _ in await transport.zrange(candles_key(symbol, interval))]
             newest = max((t for (s, t) in expected if s == symbol), default=None)
             kept = {(symbol, t): v for (s, t), v in expected.items()
                     if s == symbol and newest is not None and t > newest - CANDLES_KEPT * INTERVALS[interval]}
@@ -152,7 +152,7 @@ async def check_market_data(exchange: Exchange, transport: Transport) -> None:
             window[0].price_ticks, max(e.price_ticks for e in window), min(e.price_ticks for e in window),
             window[-1].price_ticks, sum(e.qty_lots for e in window), sum(e.quote_amount for e in window),
             len(window), window[0].trade_id, window[-1].trade_id, window[-1].qty_lots)
-        fields = await transport.hgetall(f"ticker:{symbol}")
+        fields = await transport.hgetall(ticker_key(symbol))
         assert int(fields[b"volume_lots"]) == ticker.volume_lots and int(fields[b"trades"]) == ticker.trades
 
 

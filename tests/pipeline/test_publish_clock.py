@@ -55,7 +55,7 @@ async def test_ticks_drop_minutes_that_left_the_window(transport: Transport) -> 
         moved: Ticker = (await topic_values(exchange, "market.tickers"))[-1]
         assert (moved.volume_lots, moved.trades, moved.open_ticks, moved.high_ticks, moved.low_ticks,
                 moved.first_trade_id, moved.close_ts) == (2, 1, 110, 110, 110, 2, T0 + DAY + 30 * 10**9)
-        stored = await transport.hgetall("ticker:TSTUSD")
+        stored = await transport.hgetall("ticker:{TSTUSD}")
         assert (int(stored[b"volume_lots"]), int(stored[b"trades"])) == (2, 1)
 
         # the timer itself sends the app's clock: past both trades, the window is empty
@@ -65,7 +65,7 @@ async def test_ticks_drop_minutes_that_left_the_window(transport: Transport) -> 
         await app.wait_caught_up(timeout=60)
         empty: Ticker = (await topic_values(exchange, "market.tickers"))[-1]
         assert (empty.volume_lots, empty.trades, empty.last_ticks, empty.close_ts) == (0, 0, 110, T0 + 2 * DAY)
-        stored = await transport.hgetall("ticker:TSTUSD")
+        stored = await transport.hgetall("ticker:{TSTUSD}")
         assert (int(stored[b"volume_lots"]), int(stored[b"last_ticks"])) == (0, 110)
         assert not [key for key in exchange.publish_tables.minutes.partition(0)]
     finally:

@@ -45,6 +45,9 @@ def register_publish(
     @app.agent([*inputs, clock], name="publish", tables=tables.all())
     async def publish(stream: AgentStream[Any]) -> None:
         publisher = Publisher(markets, tables, topics, stream.write, stream.partition)
+        # every market's whole read model once, committed before (or with) the first batch: publish
+        # otherwise writes only what a batch changed, so renamed or missing keys would stay partial
+        stream.write(*publisher.market_read_models())
         async for batch in stream.batches():
             publisher.process(batch)
 

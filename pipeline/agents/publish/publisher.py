@@ -31,8 +31,10 @@ from pipeline.agents.publish.messages import (
 from pipeline.agents.publish.readmodel import (
     Write,
     balance_writes,
+    bbo_top_writes,
     bbo_writes,
     candle_writes,
+    depth_snapshot_writes,
     depth_writes,
     order_writes,
     ticker_writes,
@@ -133,6 +135,26 @@ class Publisher:
         for symbol, buckets in minutes.items():
             cursor = cursors.get(symbol, MarketCursor())
             self.tickers[symbol] = RollingTicker(symbol, buckets, cursor.last_qty_lots)
+
+    def market_read_models(self) -> list[Write]:
+        """The whole read model of every market publish knows, from its state (the agent writes it at start).
+
+        Each market's depth (both sides replaced, and its update id), best bid/offer (without
+        ``ts``), 24h ticker and current candles: keys renamed by an upgrade, or missing, are
+        complete again after the first commit. Candles older than the current ones are not
+        in publish's state (`pipeline.agents.publish.upgrade` moves them).
+        """
+        writes: list[Write] = []
+        for symbol, book in sorted(self.books.items()):
+            writes += depth_snapshot_writes(symbol, book.levels(True), book.levels(False), book.update_id)
+            writes += bbo_top_writes(symbol, book.update_id, book.top())
+        for symbol in sorted(self.tickers):
+            stats = self.tickers[symbol].ticker()
+            if stats is not None:
+                writes += ticker_writes(stats)
+        candles = self.tables.candles.partition(self.partition)
+        writes += candle_writes(candles[key] for key in sorted(candles))
+        return writes
 
     # ------------------------------------------------------------------ per event
 

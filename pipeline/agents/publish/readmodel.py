@@ -36,33 +36,52 @@ def _json_text(value: Any) -> str:
 
 
 class BalanceView(msgspec.Struct, frozen=True, gc=False):
-    """One asset's balance in ``balances:{account}``: minimal units."""
+    """One asset's balance in ``balances:<account_id>``: minimal units."""
 
     available: int
     locked: int
 
 
 # ------------------------------------------------------------------ key names
+# A market's keys carry its symbol as a hash tag (``{BTCUSDT}``, literal braces), on one server too:
+# on a cluster they share one slot, so publish's writes of one market apply in one script and the
+# API reads them in one MULTI/EXEC (see the package docstring).
+
+
+def market_tag(symbol: str) -> str:
+    """The hash tag of every read-model key of `symbol` (braces included)."""
+    return f"{{{symbol}}}"
 
 
 def depth_key(symbol: str, is_bid: bool) -> str:
-    return f"depth:{symbol}:{'bids' if is_bid else 'asks'}"
+    """``depth:{SYMBOL}:bids`` / ``depth:{SYMBOL}:asks``."""
+    return f"depth:{market_tag(symbol)}:{'bids' if is_bid else 'asks'}"
 
 
 def depth_id_key(symbol: str) -> str:
-    return f"depth:{symbol}:id"
+    """``depth:{SYMBOL}:id``."""
+    return f"depth:{market_tag(symbol)}:id"
 
 
 def bbo_key(symbol: str) -> str:
-    return f"bbo:{symbol}"
+    """``bbo:{SYMBOL}``."""
+    return f"bbo:{market_tag(symbol)}"
 
 
 def ticker_key(symbol: str) -> str:
-    return f"ticker:{symbol}"
+    """``ticker:{SYMBOL}``."""
+    return f"ticker:{market_tag(symbol)}"
 
 
 def candles_key(symbol: str, interval: str) -> str:
-    return f"candles:{symbol}:{interval}"
+    """``candles:{SYMBOL}:<interval>``."""
+    return f"candles:{market_tag(symbol)}:{interval}"
+
+
+def market_keys(symbol: str, intervals: Iterable[str] = INTERVALS) -> list[str]:
+    """Every read-model key of one market (all in the slot of its tag)."""
+    return [depth_key(symbol, True), depth_key(symbol, False), depth_id_key(symbol), bbo_key(symbol),
+            ticker_key(symbol), *(candles_key(symbol, i) for i in intervals)]
 
 
 def open_orders_key(account_id: int) -> str:
@@ -108,6 +127,25 @@ def depth_writes(symbol: str, changed: dict[LevelKey, int], update_id: int) -> l
     return out
 
 
+def depth_snapshot_writes(symbol: str, bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]],
+                          update_id: int) -> list[Write]:
+    """The whole book of one market (both sides replaced) and its last update id: publish's start-up write."""
+    out: list[Write] = [("DEL", depth_key(symbol, True)), ("DEL", depth_key(symbol, False))]
+    for is_bid, levels in ((True, bids), (False, asks)):
+        put = [part for price, lots in levels for part in (str(price), str(lots))]
+        if put:
+            out.append(("HSET", depth_key(symbol, is_bid), *put))
+    out.append(("SET", depth_id_key(symbol), str(update_id)))
+    return out
+
+
+def bbo_top_writes(symbol: str, update_id: int, top: tuple[int, int, int, int]) -> list[Write]:
+    """``bbo:{SYMBOL}``'s prices, quantities and update id (not ``ts``): publish's start-up write."""
+    bid, bid_lots, ask, ask_lots = top
+    return [("HSET", bbo_key(symbol), "update_id", str(update_id), "bid_price_ticks", str(bid),
+             "bid_qty_lots", str(bid_lots), "ask_price_ticks", str(ask), "ask_qty_lots", str(ask_lots))]
+
+
 def _fields(message: Any) -> list[str]:
     """name, str(value), ... of every field but the symbol (field names cached per Struct class)."""
     names = _FIELD_NAMES.get(type(message))
@@ -135,7 +173,7 @@ def candle_writes(candles: Iterable[Candle]) -> list[Write]:
     out: list[Write] = []
     newest: dict[str, Candle] = {}
     for candle in candles:
-        key = f"candles:{candle.symbol}:{candle.interval}"
+        key = candles_key(candle.symbol, candle.interval)
         score = str(candle.open_ts // MS)
         out.append(("ZREMRANGEBYSCORE", key, score, score))
         out.append(("ZADD", key, score, _encode(candle).decode()))
@@ -161,7 +199,7 @@ def order_writes(view: OrderView, was_open: bool, is_open: bool, new_client_id: 
 
 
 def balance_writes(account_id: int, balances: dict[str, tuple[int, int]]) -> list[Write]:
-    """``balances:{account}``: asset -> JSON `BalanceView`."""
+    """``balances:<account_id>``: asset -> JSON `BalanceView`."""
     fields: list[str | bytes] = []
     for asset, (available, locked) in balances.items():
         # the JSON of BalanceView(available, locked), spelled out: msgspec writes ints the same way
