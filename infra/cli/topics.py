@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
     lag.set_defaults(func=async_tool(cmd_lag))
 
     tail = sub.add_parser("tail", help="print the last entries of a stream, decoded")
-    tail.add_argument("stream", help="stream key, e.g. orders.in:0 (a topic name means its partition 0)")
+    tail.add_argument("stream", help="stream key, e.g. orders.in:0; a topic name means all its partitions, "
+                                     "merged by entry id (ids then end in @pN, as `exchange replay` prints them)")
     tail.add_argument("-n", "--count", type=int, default=20, help="how many entries (default 20)")
     tail.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
                       help="only entries whose field equals the value (repeatable)")
@@ -96,6 +97,28 @@ def _messages(entry_id: str, data: bytes) -> list[tuple[str, Any]]:
     return [(entry_id, value)]
 
 
+def _tailed_streams(name: str, known: list[str]) -> list[tuple[int, str]]:
+    """(partition, stream) of a stream key (``orders.in:2``) or of every partition of a topic name."""
+    if name in known and not name.rpartition(":")[2].isdigit():
+        return [(0, name)]  # a stream without partitions (the dead letters)
+    _, sep, tail = name.rpartition(":")
+    if sep and tail.isdigit():
+        if name not in known:
+            raise ToolError(f"no stream {name!r} (streams: {', '.join(known) or 'none'})")
+        return [(int(tail), name)]
+    streams = sorted((int(s.rpartition(":")[2]), s) for s in known
+                     if s.rpartition(":")[0] == name and s.rpartition(":")[2].isdigit())
+    if not streams:
+        raise ToolError(f"no stream of topic {name!r} (streams: {', '.join(known) or 'none'})")
+    return streams
+
+
+def _order(entry_id: str, partition: int, index: int) -> tuple[int, int, int, int]:
+    """Sort key of a message across partitions: entry time, sequence, partition, index in the entry."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0), partition, index
+
+
 def _show(message_id: str, value: Any) -> None:
     print(json.dumps({"id": message_id, **(value if isinstance(value, dict) else {"value": value})},
                      default=lambda b: b.hex() if isinstance(b, bytes) else str(b)))
@@ -108,32 +131,38 @@ async def cmd_tail(args: argparse.Namespace) -> int:
         if not sep:
             raise ToolError(f"--filter takes FIELD=VALUE, not {item!r}")
         filters.append((key, value))
-    stream = args.stream if ":" in args.stream else f"{args.stream}:0"
     transport = open_transport(redis_url())
     try:
         names = [info.stream for info in await transport.streams()]  # logical names, one server or a cluster
-        if stream not in names:
-            known = ", ".join(names) or "none"
-            raise ToolError(f"no stream {stream!r} (streams: {known})")
-        matched: list[tuple[str, Any]] = []
-        # walk back from the end until enough entries match
-        for entry_id, data in await transport.read_reverse(stream, max(args.count * 10, 1000)):
-            for message_id, value in reversed(_messages(entry_id, data)):
-                if _matches(value, filters) and len(matched) < args.count:
-                    matched.append((message_id, value))
-            if len(matched) >= args.count:
-                break
-        for message_id, value in reversed(matched):
+        streams = _tailed_streams(args.stream, names)
+        merged = len(streams) > 1
+        matched: list[tuple[tuple[int, int, int, int], str, Any]] = []
+        for partition, stream in streams:
+            found: list[tuple[tuple[int, int, int, int], str, Any]] = []
+            # walk back from the end until enough entries match
+            for entry_id, data in await transport.read_reverse(stream, max(args.count * 10, 1000)):
+                messages = _messages(entry_id, data)
+                for index, (message_id, value) in reversed(list(enumerate(messages))):
+                    if _matches(value, filters) and len(found) < args.count:
+                        label = f"{message_id}@p{partition}" if merged else message_id
+                        found.append((_order(entry_id, partition, index), label, value))
+                if len(found) >= args.count:
+                    break
+            matched += found
+        for _, message_id, value in sorted(matched)[-args.count:]:
             _show(message_id, value)
-        recent = await transport.read_reverse(stream, 1)
-        last = recent[0][0] if recent else START
+        last = {}
+        for _, stream in streams:
+            recent = await transport.read_reverse(stream, 1)
+            last[stream] = recent[0][0] if recent else START
+        partition_of = {stream: partition for partition, stream in streams}
         while args.follow:
-            for _, entries in await transport.read({stream: last}, 500, 1000):
+            for stream, entries in await transport.read(dict(last), 500, 1000):
                 for entry_id, data in entries:
                     for message_id, value in _messages(entry_id, data):
                         if _matches(value, filters):
-                            _show(message_id, value)
-                    last = entry_id
+                            _show(f"{message_id}@p{partition_of[stream]}" if merged else message_id, value)
+                    last[stream] = entry_id
     except KeyboardInterrupt:
         pass
     finally:
