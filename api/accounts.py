@@ -110,8 +110,12 @@ async def create_api_key(client: Any, account_id: int, permissions: tuple[str, .
     return NewKey(account_id, key, secret, tuple(permissions))
 
 
+KEY_REVOKED_CHANNEL: Final = "apikeys:revoked"
+"""Pub/sub channel of revoked API keys (the key's text): API processes drop them from their key cache."""
+
+
 async def revoke_api_key(client: Any, key: str) -> bool:
-    """Delete an API key; whether it existed."""
+    """Delete an API key, then tell every API process (`KEY_REVOKED_CHANNEL`); whether it existed."""
     data = await client.hgetall(f"apikey:{key}")
     if not data:
         return False
@@ -126,6 +130,7 @@ async def revoke_api_key(client: Any, key: str) -> bool:
             pipe.delete(f"apikey:{key}")
             pipe.srem(f"acct:{account_id}:keys", key)
             await pipe.execute()
+    await client.publish(KEY_REVOKED_CHANNEL, key)  # after the delete: a cache reloading now finds nothing
     return True
 
 

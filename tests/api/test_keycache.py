@@ -102,3 +102,38 @@ async def test_a_failed_lookup_reaches_every_waiter_and_is_retried() -> None:
     assert all(isinstance(r, ConnectionError) for r in results)
     with pytest.raises(ConnectionError):
         await cache.get("a" * 64)  # not remembered: the next request tries again
+
+
+async def test_a_revocation_reaches_a_listening_cache_at_once(client: Any) -> None:
+    """With `watch_revocations` running, a revoked key is refused long before the cache's TTL."""
+    first, second = await create_account(client, "a"), await create_account(client, "b")
+    cache = KeyCache(client, ttl_s=3600)
+    await cache.start()
+    try:
+        await asyncio.wait_for(cache.subscribed.wait(), 10)
+        assert await cache.get(first.api_key) is not None
+        assert await cache.get(second.api_key) is not None
+        assert await revoke_api_key(client, first.api_key)
+
+        async def refused() -> bool:
+            return await cache.get(first.api_key) is None
+        await eventually(refused, timeout=2)  # not the hour the cache would keep it
+        assert await cache.get(second.api_key) is not None
+    finally:
+        await cache.stop()
+    assert not cache.subscribed.is_set()
+
+
+async def test_a_cache_that_resubscribes_drops_what_it_kept(client: Any) -> None:
+    """Revocations published while the cache was not listening are lost: it starts afresh."""
+    key = await create_account(client, "a")
+    cache = KeyCache(client, ttl_s=3600)
+    assert await cache.get(key.api_key) is not None
+    assert await revoke_api_key(client, key.api_key)  # nobody listening yet
+    assert await cache.get(key.api_key) is not None  # still cached: the TTL case
+    await cache.start()
+    try:
+        await asyncio.wait_for(cache.subscribed.wait(), 10)
+        assert await cache.get(key.api_key) is None
+    finally:
+        await cache.stop()
