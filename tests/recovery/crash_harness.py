@@ -12,6 +12,10 @@ Processes (each a real `exchange` command, killed with SIGKILL and restarted): o
 worker per agent group (validate; risk + settle, which share the accounts state;
 match; publish), the persister, and the API (`exchange api`). Leases are short so a
 restarted worker takes its partitions over quickly.
+
+With ``env={"EXCHANGE_ACCOUNT_PARTITIONS": "3", ...}`` every process (and the flow and the
+checks, which read the same environment) runs the partitioned exchange: each worker runs
+every partition of its agents, and the checks read every partition.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -39,11 +43,15 @@ import redis.asyncio as aioredis
 from api.accounts import NewKey, create_account
 from api.auth import sign
 from pipeline.agents.topology import ORDERS_EVENTS, ORDERS_IN
+from pipeline.config import PipelineConfig
 from pipeline.core.accounts import Accounts, AccountsSnapshot
 from pipeline.core.markets import Market, load_markets
 from pipeline.core.messages import (
     CancelOrder,
     Deposit,
+    FeeCharged,
+    FeesTransferred,
+    LegSettled,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -53,18 +61,44 @@ from pipeline.core.messages import (
     TradeExecuted,
 )
 from pipeline.deadletter import DLQ_STREAM
-from pipeline.exchange import Exchange, build_exchange
+from pipeline.exchange import Exchange, build_exchange, merged_accounts
 from pipeline.messages import Codec
 from pipeline.transport.base import START
 from pipeline.transport.redis import RedisTransport
-from recovery.persister import topology_streams
+from recovery.persister import app_streams, topology_streams
 from recovery.replay import ReplayCore, replay_state
 from recovery.replay_source import read_range
+from tests.cluster.exchange_checks import as_matched, by_market, difference
 
 EXCHANGE = str(Path(sys.executable).with_name("exchange"))
 AGENT_STREAMS = ("orders.in:0", "orders.valid:0", "orders.accepted:0", "orders.events:0", "orders.rejected:0",
                  "accounts.events:0")
+AGENT_TOPICS = ("orders.in", "orders.valid", "orders.accepted", "orders.settle", "orders.events", "orders.rejected",
+                "accounts.events")
+"""The topics the agents read (``orders.settle`` only exists with several accounts partitions)."""
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
+
+
+def harness_exchange(transport: RedisTransport, env: Mapping[str, str]) -> Exchange:
+    """The exchange as the processes with environment `env` build it (its partitions), not started."""
+    return build_exchange(transport, PipelineConfig.from_env(env))
+
+
+def partitioned(env: Mapping[str, str]) -> bool:
+    """Whether `env` runs markets or accounts on several partitions."""
+    config = PipelineConfig.from_env(env)
+    return config.market_partitions > 1 or config.account_partitions > 1
+
+
+def agent_streams(exchange: Exchange) -> list[str]:
+    """Every partition of the topics the agents of `exchange` read."""
+    topics = exchange.app.topics
+    return [stream for name in AGENT_TOPICS if name in topics for stream in topics[name].streams]
+
+
+def archived_streams(exchange: Exchange) -> list[str]:
+    """Every stream the persister archives: every partition of every topic of `exchange`."""
+    return app_streams(exchange.app)
 
 
 def free_port(low: int = 8500, high: int = 8600) -> int:
@@ -100,12 +134,12 @@ class ExchangeProcesses:
     """Start, SIGKILL and restart the exchange's processes; their output goes to `log_dir`."""
 
     def __init__(self, redis_url: str, database_url: str, *, port: int, log_dir: Path, lease_ttl_ms: int = 1500,
-                 only: tuple[str, ...] | None = None) -> None:
+                 only: tuple[str, ...] | None = None, env: Mapping[str, str] | None = None) -> None:
         self.log_dir = log_dir
         self.data_dir = log_dir / "var"
         self.env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
                     "EXCHANGE_LEASE_TTL_MS": str(lease_ttl_ms), "EXCHANGE_API_WEIGHT_PER_MINUTE": "0",
-                    "EXCHANGE_DATA_DIR": str(log_dir / "var"), "PERSISTER_BACKOFF_MAX": "1"}
+                    "EXCHANGE_DATA_DIR": str(log_dir / "var"), "PERSISTER_BACKOFF_MAX": "1", **(env or {})}
         worker = [EXCHANGE, "worker", "--agents"]
         self.specs = {
             "validate": Spec("validate", [*worker, "validate"], "worker running"),
@@ -240,7 +274,7 @@ class OrderFlow:
         client = aioredis.Redis.from_url(self.redis_url)
         transport = RedisTransport(self.redis_url)
         try:
-            exchange = build_exchange(transport)
+            exchange = harness_exchange(transport, self.env)  # deposits keyed onto the account's partition
             assets = sorted({a for s in SYMBOLS for a in (exchange.markets[s].base_asset.symbol,
                                                           exchange.markets[s].quote_asset.symbol)})
             for n in range(self.accounts):
@@ -267,7 +301,7 @@ class OrderFlow:
     async def _run(self, worker: int) -> None:
         rng = random.Random(self.seed * 100 + worker)
         transport = RedisTransport(self.redis_url)
-        exchange = build_exchange(transport)
+        exchange = harness_exchange(transport, self.env)  # cancels keyed onto the account's partition
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port or 9}", timeout=5.0) as http:
             try:
                 while not self._stop.is_set():
@@ -357,11 +391,11 @@ async def stream_added(client: Any, stream: str) -> int:
     return int(await client.hget(f"meta:{stream}", "added") or 0)
 
 
-async def agents_lag(client: Any) -> int:
-    """Messages of the pipeline's streams some agent has not committed yet."""
+async def agents_lag(client: Any, streams: tuple[str, ...] | list[str] = AGENT_STREAMS) -> int:
+    """Messages of the pipeline's `streams` some agent has not committed yet."""
     transport_positions: dict[str, dict[str, int]] = {}
     lag = 0
-    for stream in AGENT_STREAMS:
+    for stream in streams:
         added = await stream_added(client, stream)
         for consumer in await client.smembers(f"consumers:{stream}"):
             name = consumer.decode()
@@ -372,8 +406,8 @@ async def agents_lag(client: Any) -> int:
     return lag
 
 
-async def archive_lag(client: Any, database_url: str) -> int:
-    """Messages of the exchange's streams not archived in PostgreSQL yet."""
+async def archive_lag(client: Any, database_url: str, streams: list[str] | None = None) -> int:
+    """Messages of the exchange's streams (default: one partition each) not archived in PostgreSQL yet."""
     conn = await asyncpg.connect(database_url)
     try:
         archived = {r["stream"]: int(r["messages"]) for r in
@@ -383,7 +417,7 @@ async def archive_lag(client: Any, database_url: str) -> int:
     finally:
         await conn.close()
     total = 0
-    for stream in topology_streams():
+    for stream in topology_streams() if streams is None else streams:
         total += await stream_added(client, stream) - archived.get(stream, 0)
     return total
 
@@ -401,21 +435,28 @@ async def finish(procs: ExchangeProcesses, flow: OrderFlow, redis_url: str, data
     """Stop the flow, let every agent (and the persister) catch up, then stop every process cleanly."""
     await flow.stop()
     client = aioredis.Redis.from_url(redis_url)
+    transport = RedisTransport(redis_url)
+    exchange = harness_exchange(transport, procs.env)
+    streams, archived = (agent_streams(exchange), archived_streams(exchange)) if partitioned(procs.env) else (
+        list(AGENT_STREAMS), None)
     try:
         async def agents_done() -> bool:
-            return await agents_lag(client) == 0
+            return await agents_lag(client, streams) == 0
 
-        await wait_until(agents_done, 90, "the agents to process everything")
+        # twice: settle sends fees from one accounts partition to another's stream, which may be read before it
+        for _ in range(2):
+            await wait_until(agents_done, 90, "the agents to process everything")
         for name in [n for n in procs.running if n != "persister"]:
             assert await procs.stop(name) == 0, procs.tail(name)
         if database_url is not None and "persister" in procs.running:
-            async def archived() -> bool:
-                return await archive_lag(client, database_url) == 0
+            async def all_archived() -> bool:
+                return await archive_lag(client, database_url, archived) == 0
 
-            await wait_until(archived, 90, "the persister to archive everything")
+            await wait_until(all_archived, 90, "the persister to archive everything")
             assert await procs.stop("persister") == 0, procs.tail("persister")
     finally:
         await client.aclose()
+        await transport.close()
 
 
 async def flowing(flow: OrderFlow, more: int, what: str, timeout: float = 60,
@@ -472,10 +513,21 @@ async def stream_values(client: Any, stream: str, value_type: Any) -> list[Any]:
     return [codec.decode(raw) async for _, raw in read_range(client, stream, None, None)]
 
 
-async def live_accounts(redis_url: str, markets: dict[str, Market]) -> Accounts:
-    """Risk and settle's accounts state as they committed it: their tables, restored from the changelogs."""
+async def live_accounts(redis_url: str, markets: dict[str, Market], env: Mapping[str, str] | None = None) -> Accounts:
+    """Risk and settle's accounts state as they committed it: their tables, restored from the changelogs.
+
+    With several accounts partitions (`env`): every partition's tables, merged (`merged_accounts`).
+    """
     transport = RedisTransport(redis_url)
     try:
+        if env is not None and partitioned(env):
+            exchange = build_exchange(transport, PipelineConfig.from_env(env), markets=markets)
+            any_state = exchange.accounts[0]
+            for partition in exchange.accounts:
+                for table in (any_state.balances, any_state.holds, any_state.requests):
+                    if table is not None:
+                        await table.restore(transport, partition)
+            return merged_accounts(exchange)
         exchange = build_exchange(transport)
         shared = exchange.accounts[0]
         requests = getattr(shared, "requests", None)
@@ -501,6 +553,23 @@ def accounts_diff(live: Accounts, replay: Accounts) -> str:
     return "; ".join(out)
 
 
+async def check_settled_once(client: Any, exchange: Exchange, orders_events: list[Any]) -> None:
+    """Over accounts partitions: each trade's two legs settled once, and every fee charged reached the fee account."""
+    accounts_events = [e for stream in exchange.accounts_events.streams
+                       for e in await stream_values(client, stream, exchange.accounts_events.value_type)]
+    trades = sorted((e.symbol, e.trade_id) for e in orders_events if type(e) is TradeExecuted)
+    legs = sorted((e.symbol, e.trade_id) for e in accounts_events if type(e) is LegSettled)
+    assert legs == sorted(trades * 2), f"{len(legs)} legs settled for {len(trades)} trades (two each, once)"
+    charged: Counter[str] = Counter()
+    transferred: Counter[str] = Counter()
+    for event in accounts_events:
+        if type(event) is FeeCharged:
+            charged[event.asset] += event.amount
+        elif type(event) is FeesTransferred:
+            transferred[event.asset] += event.amount
+    assert transferred == charged, f"fees charged {dict(charged)}, transferred to the fee account {dict(transferred)}"
+
+
 @dataclass
 class Verdict:
     """What the checks found (for the test's report)."""
@@ -514,13 +583,24 @@ class Verdict:
 
 async def check_everything(redis_url: str, database_url: str, flow: OrderFlow, *,
                            archive: bool = True) -> Verdict:
-    """Every check of the crash tests; raises AssertionError naming the first thing that does not hold."""
+    """Every check of the crash tests; raises AssertionError naming the first thing that does not hold.
+
+    With several partitions (the flow's environment says how many): every partition of
+    ``orders.in`` is read, the clean replay applies the commands in the order match saw them
+    (`as_matched`: each market's sequence as its partition of ``orders.accepted`` has it),
+    the accounts are every partition's merged, match's output is compared market by market,
+    and every trade must be settled exactly once on each side (legs, fees to the fee account).
+    """
     markets = load_markets(None)
+    several = partitioned(flow.env)
     client = aioredis.Redis.from_url(redis_url)
+    transport = RedisTransport(redis_url)
+    exchange = build_exchange(transport, PipelineConfig.from_env(flow.env), markets=markets)
     try:
         dead = await client.xlen(DLQ_STREAM)
         assert dead == 0, f"{dead} dead letters: input an agent refused (see `exchange topics dlq`)"
-        commands = await stream_values(client, "orders.in:0", ORDERS_IN.value_type)
+        commands = [c for stream in exchange.orders_in.streams
+                    for c in await stream_values(client, stream, ORDERS_IN.value_type)]
         # 1. every acknowledged order is in orders.in, exactly once, as acknowledged
         placed = Counter((c.symbol, c.order_id) for c in commands if isinstance(c, PlaceOrder))
         by_id = {(c.symbol, c.order_id): c for c in commands if isinstance(c, PlaceOrder)}
@@ -531,10 +611,11 @@ async def check_everything(redis_url: str, database_url: str, flow: OrderFlow, *
         assert len({(a.symbol, a.order_id) for a in flow.acks}) == len(flow.acks), "an order id acknowledged twice"
 
         # 2. a clean replay of the same input: statuses, books, balances, hashes
+        # (holds do not depend on that order: accounts are funded far beyond their orders, market buys by quote)
         core = ReplayCore(markets)
-        statuses = final_statuses(core, commands)
+        statuses = final_statuses(core, await as_matched(exchange, commands) if several else commands)
         core.validate_internal_state()
-        live = await live_accounts(redis_url, markets)
+        live = await live_accounts(redis_url, markets, flow.env)
         live.validate_internal_state()
         assert live.state_hash() == core.accounts.state_hash(), \
             f"accounts differ from a clean replay: {accounts_diff(live, core.accounts)}"
@@ -548,9 +629,15 @@ async def check_everything(redis_url: str, database_url: str, flow: OrderFlow, *
         again = ReplayCore(markets, stages="orders.accepted")
         await replay_state("orders.accepted", redis_url=redis_url, base=again,
                            on_step=lambda _, __, events: expected_events.extend(events))
-        events = await stream_values(client, "orders.events:0", ORDERS_EVENTS.value_type)
-        assert len(events) == len(expected_events) and events == expected_events, \
+        events = [e for stream in exchange.orders_events.streams
+                  for e in await stream_values(client, stream, ORDERS_EVENTS.value_type)]
+        if several:  # match partitions interleave their events: each market's in order
+            got, want = by_market(events), by_market(expected_events)
+            assert got == want, f"orders.events differs from its input's: {difference(got, want)}"
+        assert len(events) == len(expected_events) and (several or events == expected_events), \
             f"orders.events has {len(events)} messages, its input gives {len(expected_events)}"
+        if exchange.orders_settle is not None:
+            await check_settled_once(client, exchange, expected_events)
 
         # 3. the read models: every acknowledged order's final status, the books, the balances
         for ack in flow.acks:
@@ -563,7 +650,7 @@ async def check_everything(redis_url: str, database_url: str, flow: OrderFlow, *
         for symbol in markets:
             bids, asks = core.engine.book(symbol).depth(10**9)
             for side, levels in (("bids", bids), ("asks", asks)):
-                stored = {int(p): int(q) for p, q in (await client.hgetall(f"depth:{symbol}:{side}")).items()}
+                stored = {int(p): int(q) for p, q in (await client.hgetall(f"depth:{{{symbol}}}:{side}")).items()}
                 assert stored == dict(levels), f"depth {symbol} {side} differs from the replayed book"
         for balance in core.accounts.snapshot().balances:
             raw = await client.hget(f"balances:{balance.account_id}", balance.asset)
@@ -571,6 +658,7 @@ async def check_everything(redis_url: str, database_url: str, flow: OrderFlow, *
                 "available": balance.available, "locked": balance.locked}, f"balance view {balance}"
     finally:
         await client.aclose()
+        await transport.close()
 
     # 4. the archive: every event exactly once, orders with their final status
     if archive:
@@ -579,7 +667,7 @@ async def check_everything(redis_url: str, database_url: str, flow: OrderFlow, *
         conn = await asyncpg.connect(database_url)
         transport = RedisTransport(redis_url)
         try:
-            await assert_archive_complete(conn, build_exchange(transport))
+            await assert_archive_complete(conn, harness_exchange(transport, flow.env))  # every partition
             rows = {(r["symbol"], r["order_id"]): (r["status"], r["filled_lots"])
                     for r in await conn.fetch("SELECT symbol, order_id, status, filled_lots FROM orders")}
             for ack in flow.acks:
