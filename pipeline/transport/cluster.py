@@ -1,9 +1,10 @@
 """The Redis Streams transport on a Valkey/Redis Cluster (redis-py's cluster client).
 
-Same contract as `RedisTransport`, same Lua scripts, over the keys of
-`pipeline.transport.slots`: each batch commit runs in the slot of its partition's
-hash tag (``{p<N>}``): input offsets, lease check, table changelogs and outputs to
-partition N of any topic, atomically, in one round trip.
+Same contract and code as `RedisTransport` (`RedisTransportBase`), with every key of a
+stream, lease or partition prefixed by its hash tag (`pipeline.transport.slots`): each
+batch commit runs in the slot of its partition's hash tag (``{p<N>}``): input offsets,
+lease check, table changelogs and outputs to partition N of any topic, atomically, in one
+round trip.
 
 Outputs to another tag (re-keying: risk emits orders keyed by account into
 ``orders.accepted`` keyed by market) and read-model writes whose key hashes elsewhere
@@ -33,38 +34,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
 
-from pipeline.errors import BackpressureError, FencedError, TransportError
+from pipeline.errors import TransportError
 from pipeline.transport import slots
-from pipeline.transport.base import WRITE_COMMANDS, Commit, Entry, Position, StreamInfo, Transport
-from pipeline.transport.redis import _ACQUIRE, _COMMIT, _RELEASE, _RENEW, _bytes, _raw_reply, _text
+from pipeline.transport.base import WRITE_COMMANDS, Commit, Entry, Transport
+from pipeline.transport.redis import RedisTransportBase, _bytes, _text
 
 log = logging.getLogger(__name__)
 
 CLUSTER_SCHEME = "redis+cluster://"
-
-# The backpressure check of `RedisTransport`, with the consumers' position hashes in the stream's slot.
-_PRODUCE = """
-local limit = tonumber(ARGV[1])
-if limit >= 0 then
-  local added = tonumber(redis.call('HGET', KEYS[2], 'added') or '0')
-  local low = nil
-  for _, c in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    local n = tonumber(redis.call('HGET', ARGV[3] .. 'pos:' .. c, 'n:' .. ARGV[4]) or '0')
-    if low == nil or n < low then low = n end
-  end
-  if low ~= nil and added - low >= limit then
-    return redis.error_reply('BACKPRESSURE ' .. (added - low))
-  end
-end
-local ids = {}
-for i = 5, #ARGV do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
-end
-redis.call('HINCRBY', KEYS[2], 'added', ARGV[2])
-return ids
-"""
 
 # Apply outbox entries on the node serving their destinations, skipping those already applied.
 # ARGV[1]: the outbox; then (fwd hash, entry id, entry) triples; KEYS[1] is the first fwd hash (it routes
@@ -123,7 +101,6 @@ return applied
 """
 
 
-
 def _pack(parts: Iterable[bytes]) -> bytes:
     return b"".join(struct.pack(">I", len(p)) + p for p in parts)
 
@@ -161,44 +138,27 @@ def cluster_url(url: str) -> str:
     return "redis://" + url[len(CLUSTER_SCHEME):] if url.startswith(CLUSTER_SCHEME) else url
 
 
-class ClusterTransport:
+class ClusterTransport(RedisTransportBase[RedisCluster]):
     """Streams in a Valkey/Redis Cluster; a batch commit is one script in its partition's slot."""
 
     def __init__(self, url: str, *, max_connections: int = 256) -> None:
-        self.url = url
         # No socket timeout (as the single-server client): the cluster client's default, 5 s, made it
         # re-send a slow commit under load; commits are idempotent now, but producers' XADDs are not.
-        self._redis: RedisCluster = RedisCluster.from_url(
+        super().__init__(RedisCluster.from_url(
             cluster_url(url), decode_responses=False, max_connections=max_connections, socket_timeout=None
-        )
-        self._redis.set_response_callback("XREAD", _raw_reply)
-        self._commit = self._redis.register_script(_COMMIT)
-        self._produce = self._redis.register_script(_PRODUCE)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._renew = self._redis.register_script(_RENEW)
-        self._release = self._redis.register_script(_RELEASE)
+        ), url)
         self._forward = self._redis.register_script(_FORWARD)
         self._forwarders: dict[str, asyncio.Task[None]] = {}
         self._closing = False
         self._known_tags: set[tuple[str, str]] = set()  # (consumer, tag) already in pos-tags:<consumer>
 
-    @property
-    def client(self) -> RedisCluster:
-        """The underlying cluster client, for tools that need plain commands."""
-        return self._redis
+    _tag = staticmethod(slots.tag)  # every key of a stream, lease or partition starts with its hash tag
+
+    def _reply(self, reply: Any) -> list[tuple[str, list[Entry]]]:
+        """The entries of a raw XREAD reply, by logical stream name."""
+        return [(slots.logical(key), entries) for key, entries in super()._reply(reply)]
 
     # -- reading -----------------------------------------------------------------------
-
-    @staticmethod
-    def _reply(reply: Any) -> list[tuple[str, list[Entry]]]:
-        if not reply:
-            return []
-        if isinstance(reply, dict):  # RESP3
-            reply = list(reply.items())
-        return [
-            (slots.logical(stream.decode()), [(entry_id.decode(), fields[1]) for entry_id, fields in raw if fields])
-            for stream, raw in reply
-        ]
 
     async def read(self, positions: dict[str, str], count: int, block_ms: int) -> list[tuple[str, list[Entry]]]:
         by_tag: dict[str, dict[str, str]] = {}
@@ -215,20 +175,7 @@ class ClusterTransport:
             await asyncio.sleep(min(block_ms, 50) / 1000)
         return result
 
-    @staticmethod
-    def _entries(raw: Any) -> list[Entry]:
-        return [(_text(entry_id), fields[b"d"]) for entry_id, fields in raw if b"d" in fields]
-
-    async def read_range(self, stream: str, after: str, count: int) -> list[Entry]:
-        return self._entries(await self._redis.xrange(slots.physical(stream), min=f"({after}", max="+", count=count))
-
-    async def read_reverse(self, stream: str, count: int) -> list[Entry]:
-        return self._entries(await self._redis.xrevrange(slots.physical(stream), count=count))
-
     # -- committing ----------------------------------------------------------------------
-
-    async def commit(self, commit: Commit) -> None:
-        await self.commit_read(commit, {}, 0)
 
     def _home(self, commit: Commit) -> str:
         if commit.lease:
@@ -244,30 +191,38 @@ class ClusterTransport:
     ) -> list[tuple[str, list[Entry]]]:
         """Commit a batch in its partition's slot (other destinations via its outbox), then read on."""
         home = self._home(commit)
-        home_slot = slots.tag_slot(home)
         if any(slots.tag(s) != home for s in positions):
             positions, count = {}, 0  # no read-ahead across slots
-        lease_key = slots.physical(commit.lease[0]) if commit.lease else home + "_"
-        keys: list[str] = [lease_key, f"{home}pos:{commit.consumer}"]
-        args: list[Any] = [commit.lease[1] if commit.lease else "", len(commit.offsets),
-                           count if positions else 0, len(positions),
-                           *map(slots.physical, positions), *positions.values()]
-        for stream, (last_id, consumed) in commit.offsets.items():
+        for stream in commit.offsets:
             if slots.tag(stream) != home:
                 raise TransportError(f"{commit.consumer}: input {stream} is not in partition tag {home}")
-            args += (stream, last_id, consumed)
+        local = self._via_outbox(commit, home)
+        entries = await self._commit_at(local, positions, count, home)
+        if local is not commit:
+            self._ensure_forwarder(home)
+        if commit.offsets and (commit.consumer, home) not in self._known_tags:
+            await self._redis.sadd(f"pos-tags:{commit.consumer}", home)  # so `positions` finds this hash
+            self._known_tags.add((commit.consumer, home))
+        return entries
+
+    def _via_outbox(self, commit: Commit, home: str) -> Commit:
+        """`commit` itself if it stays in `home`'s slot; else its part there, plus the rest as outbox entries.
+
+        The outbox entries (one per destination: a tag's or a slot's ``fwd`` hash) go last,
+        as outputs to the partition's outbox stream.
+        """
         grouped: dict[str, list[bytes]] = {}
         for stream, data in commit.outputs:
             grouped.setdefault(stream, []).append(data)
         outbound: dict[str, _Outbound] = {}
+        elsewhere: set[str] = set()
         for stream, payloads in grouped.items():
-            messages = commit.messages.get(stream, len(payloads))
             stream_tag = slots.tag(stream)
             if stream_tag != home:
+                elsewhere.add(stream)
+                messages = commit.messages.get(stream, len(payloads))
                 outbound.setdefault(stream_tag + "fwd", _Outbound()).stream(stream, payloads, messages)
-                continue
-            keys += (slots.physical(stream), f"{home}meta:{stream}")
-            args += (b"".join(payloads), struct.pack(f">{len(payloads)}I", *map(len, payloads)), messages)
+        home_slot = slots.tag_slot(home)
         local: list[tuple[str | bytes, ...]] = []
         for write in commit.writes:
             if write[0] not in WRITE_COMMANDS:
@@ -277,27 +232,12 @@ class ClusterTransport:
                 local.append(write)
             else:
                 outbound.setdefault(slots.marker_key(target), _Outbound()).write(write)
-        if outbound:
-            outbox = f"outbox:{home[2:-1]}"
-            entries = [out.encode(destination) for destination, out in outbound.items()]
-            keys += (slots.physical(outbox), f"{home}meta:{outbox}")
-            args += (b"".join(entries), struct.pack(f">{len(entries)}I", *map(len, entries)), len(entries))
-        args.append(len(local))
-        for write in local:
-            args.append(len(write))
-            args += write
-        try:
-            reply = await self._commit(keys=keys, args=args)
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise FencedError(f"{commit.consumer}: {exc}") from None
-            raise TransportError(str(exc)) from exc
-        if outbound:
-            self._ensure_forwarder(home)
-        if commit.offsets and (commit.consumer, home) not in self._known_tags:
-            await self._redis.sadd(f"pos-tags:{commit.consumer}", home)  # so `positions` finds this hash
-            self._known_tags.add((commit.consumer, home))
-        return self._reply(reply) if isinstance(reply, list) else []
+        if not outbound:
+            return commit
+        outbox = f"outbox:{home[2:-1]}"
+        outputs = [(stream, data) for stream, data in commit.outputs if stream not in elsewhere]
+        outputs += ((outbox, out.encode(destination)) for destination, out in outbound.items())
+        return Commit(commit.consumer, commit.offsets, outputs, commit.lease, local, commit.messages)
 
     # -- the outbox forwarder -----------------------------------------------------------------
 
@@ -350,48 +290,14 @@ class ClusterTransport:
             while entries := self._entries(await self._redis.xrange(outbox, count=500)):
                 await self.forward_entries(outbox, entries)
 
-    # -- the rest of the contract ------------------------------------------------------------
+    # -- where the rest of the contract differs from one server ---------------------------------
 
     async def get(self, key: str) -> bytes | None:
         """A read-model value; a lease key (``lease:...``, as tools read them) is looked up in its slot."""
-        value = await self._redis.get(slots.physical(key) if key.startswith("lease:") else key)
-        return value.encode() if isinstance(value, str) else value
+        return await super().get(slots.physical(key) if key.startswith("lease:") else key)
 
-    async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(key)
-        return {_bytes(k): _bytes(v) for k, v in raw.items()}
-
-    async def zrange(self, key: str) -> list[tuple[bytes, float]]:
-        raw: list[Any] = await self._redis.zrange(key, 0, -1, withscores=True)
-        return [(_bytes(member), float(score)) for member, score in raw]
-
-    async def produce(
-        self, stream: str, payloads: list[bytes], max_pending: int | None = None, messages: int | None = None
-    ) -> list[str]:
-        limit = -1 if max_pending is None else max_pending
-        count = len(payloads) if messages is None else messages
-        tag = slots.tag(stream)
-        try:
-            ids = await self._produce(
-                keys=[slots.physical(stream), f"{tag}meta:{stream}", f"{tag}consumers:{stream}"],
-                args=[limit, count, tag, stream, *payloads],
-            )
-        except ResponseError as exc:
-            message = str(exc)
-            if message.startswith("BACKPRESSURE"):
-                raise BackpressureError(stream, int(message.split()[1]), limit) from None
-            raise TransportError(message) from exc
-        return [_text(i) for i in ids]
-
-    async def positions(self, consumer: str) -> dict[str, Position]:
-        result: dict[str, Position] = {}
-        for tag in sorted(_text(t) for t in await self._redis.smembers(f"pos-tags:{consumer}")):
-            raw = {_text(k): _text(v) for k, v in (await self._redis.hgetall(f"{tag}pos:{consumer}")).items()}
-            result.update({
-                stream: Position(last_id, int(raw.get(f"n:{stream}", "0")))
-                for stream, last_id in raw.items() if not stream.startswith("n:")
-            })
-        return result
+    async def _position_tags(self, consumer: str) -> list[str]:
+        return sorted(_text(t) for t in await self._redis.smembers(f"pos-tags:{consumer}"))
 
     async def register_consumer(self, stream: str, consumer: str) -> None:
         tag = slots.tag(stream)
@@ -400,47 +306,18 @@ class ClusterTransport:
         self._known_tags.add((consumer, tag))
         await self._redis.sadd("consumers", consumer)
 
-    async def consumers(self, stream: str) -> list[str]:
-        return sorted(_text(c) for c in await self._redis.smembers(f"{slots.tag(stream)}consumers:{stream}"))
-
-    async def pending(self, stream: str) -> int:
-        tag = slots.tag(stream)
-        added = int(await self._redis.hget(f"{tag}meta:{stream}", "added") or 0)
-        consumers = await self.consumers(stream)
-        if not consumers:
-            return 0
-        consumed = [int(await self._redis.hget(f"{tag}pos:{c}", f"n:{stream}") or 0) for c in consumers]
-        return added - min(consumed)
-
     async def acquire_lease(self, key: str, owner: str, ttl_ms: int) -> str | None:
-        physical = slots.physical(key)
-        value = await self._acquire(keys=[physical, f"{physical}:token"], args=[owner, ttl_ms])
+        value = await super().acquire_lease(key, owner, ttl_ms)
         if value:
             self._ensure_forwarder(slots.tag(key))  # a dead owner's outbox may still hold entries
-        return _text(value) if value else None
+        return value
 
-    async def renew_lease(self, key: str, value: str, ttl_ms: int) -> bool:
-        return bool(await self._renew(keys=[slots.physical(key)], args=[value, ttl_ms]))
-
-    async def release_lease(self, key: str, value: str) -> None:
-        await self._release(keys=[slots.physical(key)], args=[value])
-
-    async def streams(self, prefix: str = "") -> list[StreamInfo]:
+    async def _stream_keys(self, prefix: str) -> list[tuple[str, str]]:
+        """Every node's streams (their keys start with a tag, so the prefix cannot be matched by SCAN)."""
         keys = {_text(k) async for k in self._redis.scan_iter(match="*", count=1000, _type="stream")}
-        result = []
-        for key in sorted(keys, key=slots.logical):
-            name = slots.logical(key)
-            if not name.startswith(prefix) or key != slots.physical(name):
-                continue
-            length = await self._redis.xlen(key)
-            added = await self._redis.hget(f"{slots.tag(name)}meta:{name}", "added")
-            last = await self._redis.xrevrange(key, count=1)
-            last_id = _text(last[0][0]) if last and last[0][0] is not None else None
-            result.append(StreamInfo(name, int(length), int(added or 0), last_id))
-        return result
-
-    async def all_consumers(self) -> list[str]:
-        return sorted(_text(c) for c in await self._redis.smembers("consumers"))
+        named = [(key, slots.logical(key)) for key in keys]
+        return sorted(((key, name) for key, name in named if name.startswith(prefix) and key == slots.physical(name)),
+                      key=lambda pair: pair[1])
 
     async def close(self) -> None:
         """Let each forwarder finish the outbox entries it can see, then close the connections."""
@@ -452,7 +329,7 @@ class ClusterTransport:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._redis.aclose()
+        await super().close()
 
 
 def open_transport(url: str) -> Transport:
