@@ -11,9 +11,8 @@ from pipeline.app import wait_for_condition
 from pipeline.core.markets import Market, markets_from_dict
 from pipeline.core.messages import NO_BUDGET, CancelReplace, PlaceOrder
 from pipeline.exchange import Exchange
-from pipeline.transport.base import START
 from pipeline.transport.cluster import ClusterTransport
-from tests.pipeline.test_exchange_e2e import topic_values
+from tests.pipeline.test_exchange_e2e import stream_values, topic_values
 
 
 async def settled(exchange: Exchange, timeout: float = 60.0) -> None:
@@ -114,15 +113,3 @@ async def as_matched(exchange: Exchange, commands: list[Any]) -> list[Any]:
     assert len({repr(c) for c in matched}) == len(matched), "a command reached match twice"
     reached = {repr(c) for c in matched}
     return [c for c in commands if repr(c) not in reached] + matched
-
-
-async def stream_values(exchange: Exchange, topic_name: str, stream: str) -> list[Any]:
-    """Every message of one partition's stream, in order."""
-    topic = exchange.app.topics[topic_name]
-    values: list[Any] = []
-    after = START
-    while entries := await exchange.app.transport.read_range(stream, after, 2000):
-        for _, entry in entries:
-            values.extend(topic.batch_decoder.decode(entry))
-        after = entries[-1][0]
-    return values

@@ -23,14 +23,19 @@ def markets() -> dict[str, Market]:
 
 
 async def topic_values(exchange: Exchange, name: str) -> list[Any]:
-    topic = exchange.app.topics[name]
+    """Every message of every partition of a topic, partition after partition."""
+    return [v for stream in exchange.app.topics[name].streams for v in await stream_values(exchange, name, stream)]
+
+
+async def stream_values(exchange: Exchange, topic_name: str, stream: str) -> list[Any]:
+    """Every message of one partition's stream, in order."""
+    topic = exchange.app.topics[topic_name]
     values: list[Any] = []
-    for stream in topic.streams:
-        after = START
-        while entries := await exchange.app.transport.read_range(stream, after, 2000):
-            for _, entry in entries:
-                values.extend(topic.batch_decoder.decode(entry))
-            after = entries[-1][0]
+    after = START
+    while entries := await exchange.app.transport.read_range(stream, after, 2000):
+        for _, entry in entries:
+            values.extend(topic.batch_decoder.decode(entry))
+        after = entries[-1][0]
     return values
 
 

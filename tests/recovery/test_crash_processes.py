@@ -51,18 +51,15 @@ def crash_seed() -> int:
     return seed
 
 
-async def test_sigkill_each_process_in_turn(redis_flush: str, database_flush: str) -> None:
-    seed = crash_seed()
-    rng = random.Random(seed)
-    log_dir: Path = make_service_dir("crash-processes-")
-    port = free_port()
-    procs = ExchangeProcesses(redis_flush, database_flush, port=port, log_dir=log_dir)
-    flow = OrderFlow(redis_flush, port, seed, procs.env)
+async def kill_in_turn(procs: ExchangeProcesses, flow: OrderFlow, rng: random.Random, rounds: int,
+                       redis_url: str, database_url: str) -> None:
+    """Start everything and the flow; SIGKILL one process per round (in `ORDER`) and restart it at once;
+    then let the flow go on and everything catch up. Every process is killed at the end either way."""
     try:
         await procs.start_all()
         await flow.setup()
         flow.start()
-        for round_ in range(ROUNDS):
+        for round_ in range(rounds):
             name = ORDER[round_ % len(ORDER)]
             await flowing(flow, 15, f"orders to flow before round {round_}", procs=procs)
             await procs.wait_ready(name)
@@ -72,10 +69,20 @@ async def test_sigkill_each_process_in_turn(redis_flush: str, database_flush: st
         for name in procs.specs:
             await procs.wait_ready(name)
         await flowing(flow, 50, "orders to flow after the last restart", procs=procs)
-        await finish(procs, flow, redis_flush, database_flush)
+        await finish(procs, flow, redis_url, database_url)
     finally:
         await procs.kill_all()
         await flow.stop()
+
+
+async def test_sigkill_each_process_in_turn(redis_flush: str, database_flush: str) -> None:
+    seed = crash_seed()
+    rng = random.Random(seed)
+    log_dir: Path = make_service_dir("crash-processes-")
+    port = free_port()
+    procs = ExchangeProcesses(redis_flush, database_flush, port=port, log_dir=log_dir)
+    flow = OrderFlow(redis_flush, port, seed, procs.env)
+    await kill_in_turn(procs, flow, rng, ROUNDS, redis_flush, database_flush)
 
     verdict = await check_everything(redis_flush, database_flush, flow)
     print(f"logs in {log_dir}; kills {dict(procs.kills)}; {verdict.acked} acknowledged orders,"
@@ -98,24 +105,7 @@ async def test_sigkill_each_process_in_turn_partitioned(redis_flush: str, databa
     port = free_port()
     procs = ExchangeProcesses(redis_flush, database_flush, port=port, log_dir=log_dir, env=PARTITIONS)
     flow = OrderFlow(redis_flush, port, seed, procs.env)
-    try:
-        await procs.start_all()
-        await flow.setup()
-        flow.start()
-        for round_ in range(PARTITIONED_ROUNDS):
-            name = ORDER[round_ % len(ORDER)]
-            await flowing(flow, 15, f"orders to flow before round {round_}", procs=procs)
-            await procs.wait_ready(name)
-            await asyncio.sleep(rng.uniform(0, 0.5))  # a random moment of its work
-            await procs.kill(name)
-            await procs.start(name, wait=False)  # back at once; it recovers while the next one dies
-        for name in procs.specs:
-            await procs.wait_ready(name)
-        await flowing(flow, 50, "orders to flow after the last restart", procs=procs)
-        await finish(procs, flow, redis_flush, database_flush)
-    finally:
-        await procs.kill_all()
-        await flow.stop()
+    await kill_in_turn(procs, flow, rng, PARTITIONED_ROUNDS, redis_flush, database_flush)
 
     verdict = await check_everything(redis_flush, database_flush, flow)
     client = aioredis.Redis.from_url(redis_flush)
