@@ -98,7 +98,8 @@ class App:
         self.rebalance_hold_s: float | None = None
         """A lease is held at least this long before it is given away (default: two lease lifetimes)."""
         self.live_workers = 1
-        """Workers of this app seen alive at the last heartbeat (this one included)."""
+        """Workers of this app running the same agents (by lease name) seen alive at the last heartbeat,
+        this one included: only they can take this worker's leases, so only they share them."""
         self._lease_holders: dict[str, list[tuple[str, int]]] = {}  # lease key -> (agent, partition) started here
         self._acquired_at: dict[str, float] = {}  # lease key held here -> when it was acquired (monotonic)
         self._giving: set[str] = set()  # leases being handed over: finish the batch, then release
@@ -365,22 +366,32 @@ class App:
 
     @property
     def workers_key(self) -> str:
-        """The sorted set of live workers (member: owner, score: expiry in ms), in partition 0's slot."""
+        """The sorted set of live workers, in partition 0's slot: member ``<owner>|<lease names>`` (the
+        agents it runs, by lease name: `agent_set`), score its expiry in ms."""
         return f"{{p0}}workers:{self.name}"
+
+    @property
+    def agent_set(self) -> str:
+        """The lease names of the agents started here, sorted and joined with "+" (``accounts+match``):
+        workers with the same set share their leases; a worker running other agents cannot take them."""
+        return "+".join(sorted({self.agents[name].lease_name for holders in self._lease_holders.values()
+                                for name, _ in holders}))
 
     async def _heartbeat(self, *, leaving: bool = False) -> None:
         """Announce this worker until one lease lifetime from now (or withdraw it), forget expired
-        workers, and count the live ones."""
+        workers, and count the live ones running the same agents."""
         now = time.time_ns() // 1_000_000
         expiry = 0 if leaving else now + self.lease_ttl_ms
-        key = self.workers_key
+        key, agent_set = self.workers_key, self.agent_set
         await self.transport.commit(Commit("workers", writes=[
-            ("ZREMRANGEBYSCORE", key, "-inf", str(now)), ("ZADD", key, str(expiry), self.owner),
+            ("ZREMRANGEBYSCORE", key, "-inf", str(now)), ("ZADD", key, str(expiry), f"{self.owner}|{agent_set}"),
         ]))
         if not leaving:
-            members = await self.transport.zrange(key)
-            others = sum(1 for member, score in members if score > now and member != self.owner.encode())
-            self.live_workers = 1 + others
+            live = 1
+            for member, score in await self.transport.zrange(key):
+                owner, _, their_set = member.decode().rpartition("|")
+                live += score > now and owner != self.owner and their_set == agent_set
+            self.live_workers = live
 
     async def _balance_loop(self) -> None:
         """Heartbeat every third of a lease lifetime; hand over leases held above the fair share."""

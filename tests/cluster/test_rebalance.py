@@ -207,3 +207,44 @@ async def test_three_workers_joining_one_by_one_end_with_two_leases_each(redis_f
         await app.stop()
     for transport in transports:
         await transport.close()
+
+
+async def test_workers_running_other_agents_do_not_shrink_a_share() -> None:
+    """The fair share is counted among the workers running the same agents only: a worker running
+    `match` alone next to workers running other agents claims every match partition at once, and a
+    second match worker splits them with it while the other workers keep theirs.
+
+    (With one count over every worker of the app, the match worker claimed only its "share" and
+    left the rest to the two-lifetime orphan rule: restarted often enough, never.)"""
+    transport = MemoryTransport()
+
+    def worker() -> App:
+        app = App("test", transport, lease_ttl_ms=6_000)  # heartbeats every 2 s; orphans taken after 12 s
+        for name in ("match", "risk", "publish"):
+            topic = app.topic(f"{name}.in", value_type=Number, partitions=2)
+
+            @app.agent(topic, name=name)
+            async def consume(stream: object) -> None:
+                async for _ in stream:  # type: ignore[attr-defined]
+                    pass
+        app.rebalance = True
+        app.rebalance_hold_s = 0.0
+        return app
+
+    risk, publish, match, second_match = worker(), worker(), worker(), worker()
+    for app, agents in ((risk, ["risk"]), (publish, ["publish"]), (match, ["match"])):
+        await app.start(agents)
+    for app in (risk, publish, match):
+        await app.wait_running(timeout=5)  # every partition of its agents, without waiting for orphans
+    assert match.live_workers == 1 and len(_running(match)) == 2
+
+    await second_match.start(["match"])
+
+    async def split() -> bool:
+        return len(_running(match)) == 1 and len(_running(second_match)) == 1
+
+    await wait_for_condition(split, 11, "the two match workers to run one match partition each")
+    assert match.live_workers == second_match.live_workers == 2
+    assert len(_running(risk)) == len(_running(publish)) == 2  # other families untouched
+    for app in (second_match, match, publish, risk):
+        await app.stop()

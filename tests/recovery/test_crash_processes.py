@@ -94,10 +94,6 @@ async def test_sigkill_each_process_in_turn(redis_flush: str, database_flush: st
     shutil.rmtree(log_dir, ignore_errors=True)  # kept when a check fails, for the processes' logs
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "OPEN BUG (issue 8): with CRASH_SEED=107772 the live accounts lack partition 2's accounts entirely and "
-    "partition 1's differ from the clean replay; 8 other seeds passed. Still runs every time: XPASS or XFAIL "
-    "shows in the report. Reproduce: CRASH_SEED=107772 pytest tests/recovery/test_crash_processes.py -k partitioned"))
 async def test_sigkill_each_process_in_turn_partitioned(redis_flush: str, database_flush: str) -> None:
     seed = crash_seed()
     rng = random.Random(seed)
