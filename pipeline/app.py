@@ -488,11 +488,17 @@ class App:
                 log.exception("timer %s failed", getattr(fn, "__name__", fn))
 
     async def lag(self) -> dict[tuple[str, str], int]:
-        """Unprocessed entries per (agent, stream), from committed positions."""
+        """Unprocessed entries per (agent, stream), from committed positions.
+
+        Every position is read before the streams' counts. All zeros then prove the pipeline idle: each
+        agent had committed, when its position was read, everything its inputs held even later, so it
+        had nothing in hand and emitted nothing after. Counts read first could miss an output committed
+        between the reads (validate's last batch, say) and show its consumer caught up too early."""
         result: dict[tuple[str, str], int] = {}
+        positions_of = {agent.name: await self.transport.positions(agent.name) for agent in self.agents.values()}
         infos = {info.stream: info for info in await self.transport.streams()}
         for agent in self.agents.values():
-            positions = await self.transport.positions(agent.name)
+            positions = positions_of[agent.name]
             for topic in agent.topics:
                 for stream in topic.streams:
                     info = infos.get(stream)

@@ -12,7 +12,8 @@ from pipeline.agent import AgentStream
 from pipeline.app import App, wait_for_condition
 from pipeline.batching import pack
 from pipeline.deadletter import DEAD_LETTER_ENTRIES, DLQ_STREAM, DeadLetter
-from pipeline.transport.base import START, Transport
+from pipeline.transport.base import START, Commit, Position, Transport
+from pipeline.transport.memory import MemoryTransport
 from tests.runtime.pipeline_fixture import Doubled, Number, build_app
 
 
@@ -315,3 +316,45 @@ async def test_a_backlog_of_big_entries_is_taken_in_units_of_about_batch_message
     assert counters.events_in == 20_000
     at_most = dict(counters.batch_sizes.cumulative())
     assert at_most[5000] == counters.batch_sizes.count >= 7, counters.batch_sizes  # no unit above 5000
+
+
+async def test_lag_never_shows_caught_up_while_a_commit_is_still_travelling_down_the_pipeline() -> None:
+    """`App.lag` (and so `wait_caught_up`) reads every position before the streams' counts: a commit
+    landing between its reads (here: `first` taking its last input and emitting to `second`) shows
+    as `second`'s lag. Read the other way round, both lags were zero while `second` had work."""
+
+    class CommitDuringRead(MemoryTransport):
+        pending: Commit | None = None
+
+        async def positions(self, consumer: str) -> dict[str, Position]:
+            if consumer == "first" and self.pending is not None:
+                commit, self.pending = self.pending, None
+                await self.commit(commit)  # lands just before first's position is read
+            return await super().positions(consumer)
+
+    transport = CommitDuringRead()
+    app = App("test", transport)
+    a, b = app.topic("a", value_type=Number), app.topic("b", value_type=Number)
+
+    @app.agent(a, name="first")
+    async def first(stream: AgentStream[Number]) -> None:
+        async for _ in stream:
+            pass
+
+    @app.agent(b, name="second")
+    async def second(stream: AgentStream[Number]) -> None:
+        async for _ in stream:
+            pass
+
+    payload = msgspec.msgpack.encode(Number(1))
+    [one] = await transport.produce("a:0", [payload])
+    await transport.commit(Commit("first", offsets={"a:0": (one, 1)}, outputs=[("b:0", payload)]))
+    [consumed] = [entry_id for entry_id, _ in await transport.read_range("b:0", START, 10)]
+    await transport.commit(Commit("second", offsets={"b:0": (consumed, 1)}))
+    assert set((await app.lag()).values()) == {0}
+
+    [two] = await transport.produce("a:0", [payload])  # first takes it while lag() is reading
+    transport.pending = Commit("first", offsets={"a:0": (two, 1)}, outputs=[("b:0", payload)])
+    lag = await app.lag()
+    assert transport.pending is None, "the commit was made during the read"
+    assert lag == {("first", "a:0"): 0, ("second", "b:0"): 1}
