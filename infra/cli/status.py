@@ -1,6 +1,7 @@
 """`exchange status`: one screen of the exchange's health for an operator at a terminal.
 
-Services up or down, each agent partition's lease owner, lag and events/s per consumer
+Services up or down, the live workers (what they run, how many leases they hold), each
+agent partition's lease owner, lag and events/s per consumer
 and stream (consumed counters sampled over `--sample` seconds), dead letters, the
 persister's archive lag, snapshots (age, pause, encode time) and the API's `/healthz`.
 Everything is read from Redis, PostgreSQL and the API, so it is right whichever
@@ -47,6 +48,8 @@ class Report:
 
     when: str
     services: list[tuple[str, str, str]] = field(default_factory=list)
+    workers: list[tuple[str, str, int, float]] | None = None
+    """(owner, agent set, leases held, seconds until its announcement expires) of each live worker."""
     agents: list[tuple[str, int, str, int, float]] = field(default_factory=list)
     lag: list[tuple[str, str, int, int, float]] = field(default_factory=list)
     dead_letters: int | None = None
@@ -95,10 +98,13 @@ async def _pipeline(url: str, sample: float, report: Report) -> None:
         by_agent: dict[str, list[Any]] = {}
         for r in rows:
             by_agent.setdefault(r.consumer, []).append(r)
+        holders: dict[str, str] = {}  # lease key -> owner (the lease value is "<owner>#<token>")
         for name, agent in sorted(exchange.app.agents.items()):
             for partition in range(agent.partitions):
                 lease = await transport.get(agent.lease_key(partition))
                 owner = lease.decode() if lease else "(nobody)"
+                if lease:
+                    holders[agent.lease_key(partition)] = owner.rpartition("#")[0]
                 streams = {t.stream(partition) for t in agent.topics}
                 mine = [r for r in by_agent.get(name, []) if r.stream in streams]
                 lag = max((r.lag for r in mine), default=0)
@@ -106,6 +112,7 @@ async def _pipeline(url: str, sample: float, report: Report) -> None:
                 report.agents.append((name, partition, owner, lag, rate))
                 if lease is None:
                     report.problems.append(f"{name}:{partition} has no owner")
+        await _workers(transport, exchange.app.workers_key, holders, report)
         added = {info.stream: info.added for info in await transport.streams()}
         report.dead_letters = added.get(DLQ_STREAM, 0)
         last = await transport.read_reverse(DLQ_STREAM, 1)
@@ -117,6 +124,17 @@ async def _pipeline(url: str, sample: float, report: Report) -> None:
         await _persister(exchange, report)
     finally:
         await transport.close()
+
+
+async def _workers(transport: Any, key: str, holders: dict[str, str], report: Report) -> None:
+    """The workers announced in `key` (rebalancing workers heartbeat there) that have not expired."""
+    now_ms = time.time_ns() // 1_000_000
+    report.workers = []
+    for member, expiry in await transport.zrange(key):
+        owner, _, agents = member.decode().rpartition("|")
+        if expiry > now_ms and owner:
+            held = sum(1 for holder in holders.values() if holder == owner)
+            report.workers.append((owner, agents, held, (expiry - now_ms) / 1000))
 
 
 async def _persister(exchange: Any, report: Report) -> None:
@@ -237,6 +255,12 @@ def render(report: Report, out: TextIO | None = None) -> None:
     print(f"exchange status at {report.when}: {verdict}\n", file=out)
     print_table(("service", "state", "url"), report.services, out)
     print(file=out)
+    if report.workers:
+        print_table(("worker", "agents (by lease)", "leases held", "announced for (s)"),
+                    [(o, a, n, round(ttl, 1)) for o, a, n, ttl in report.workers], out)
+        print(file=out)
+    elif report.workers is not None:
+        print("workers: none announced (no `exchange worker` running, or all with --no-rebalance)\n", file=out)
     if report.agents:
         print_table(("agent", "partition", "lease owner", "lag", "events/s"),
                     [(a, p, o, lag, round(rate)) for a, p, o, lag, rate in report.agents], out)

@@ -27,6 +27,7 @@ class Served:
 async def served(redis_flush: str) -> AsyncIterator[Served]:
     transport = RedisTransport(redis_flush)
     exchange = build_exchange(transport)
+    exchange.app.rebalance = True  # as `exchange worker` runs it: announced in the workers set
     await exchange.app.start()
     try:
         async with uvicorn_serving(create_app(exchange, config=ApiConfig(weight_per_minute=0))) as port:

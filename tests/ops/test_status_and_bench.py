@@ -44,6 +44,9 @@ async def test_status_prints_the_health_screen(served: Served, database_url: str
     for agent in ("validate", "risk", "match", "settle", "publish"):
         row = next(line for line in lines if line.startswith(f"{agent} ") and owner in line)
         assert row.split()[1] == "0"  # partition
+    worker_row = next(line for line in lines if line.startswith(owner)).split()
+    assert worker_row[1:3] == ["accounts+match+publish+validate", "4"], worker_row  # risk + settle: one lease
+    assert 0 < float(worker_row[3]) <= exchange.app.lease_ttl_ms / 1000
     lag_row = next(line for line in lines if line.startswith("validate") and "orders.in:0" in line)
     assert lag_row.split()[2:4] == ["4", "0"]  # consumed, lag
     assert "dead letters: 0" in out
