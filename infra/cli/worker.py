@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
                              "workers; past N only partitions left unclaimed for 2 lease lifetimes)")
     parser.add_argument("--no-rebalance", action="store_true",
                         help="keep every lease claimed (default: announce this worker and hand leases above "
-                             "ceil(leases / live workers) over to the others, so a worker added later gets its share)")
+                             "ceil(leases / live workers running the same agents) over to them, so a worker added "
+                             "later gets its share)")
     parser.set_defaults(func=cmd_worker)
 
 
