@@ -260,7 +260,8 @@ def render(report: Report, out: TextIO | None = None) -> None:
                     [(o, a, n, round(ttl, 1)) for o, a, n, ttl in report.workers], out)
         print(file=out)
     elif report.workers is not None:
-        print("workers: none announced (no `exchange worker` running, or all with --no-rebalance)\n", file=out)
+        print("workers: none announced (only a rebalancing `exchange worker` announces itself; `exchange up` and"
+              " --no-rebalance workers do not)\n", file=out)
     if report.agents:
         print_table(("agent", "partition", "lease owner", "lag", "events/s"),
                     [(a, p, o, lag, round(rate)) for a, p, o, lag, rate in report.agents], out)
