@@ -50,4 +50,9 @@ def test_api_replicas_sit_behind_the_load_balancer() -> None:
     services = load_compose()["services"]
     assert services["api"]["deploy"]["replicas"] >= 2
     assert "8000:8000" in services["lb"]["ports"]
-    assert "proxy_pass http://api;" in (DEPLOY / "nginx.conf").read_text()
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert "proxy_pass http://api;" in nginx
+    # each user keeps their own rate limit behind nginx: it forwards the client's address, the API
+    # (reachable only through nginx: no published port) trusts it (tests/infra/test_api_behind_proxy.py)
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in nginx
+    assert "ports" not in services["api"] and services["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "*"

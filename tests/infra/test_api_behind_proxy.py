@@ -1,0 +1,80 @@
+"""Behind a load balancer the API limits each client by the address the proxy forwards, not the proxy's.
+
+`exchange api` runs uvicorn with proxy headers on: from a trusted proxy (uvicorn's
+`FORWARDED_ALLOW_IPS`, default 127.0.0.1 and ::1; the compose example sets it for its nginx)
+the client is the last address of `X-Forwarded-For`. Without that, every user behind the
+proxy would share one request-weight budget, and one abusive client would get the proxy's
+address, so everybody, refused or banned.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from tests.serving import free_port
+
+pytestmark = pytest.mark.redis
+INFO = "/api/v3/exchangeInfo"  # weight 20: a budget of 50 allows two a minute
+
+
+@contextmanager
+def api_process(redis_url: str, **env: str) -> Iterator[httpx.Client]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "infra", "api", "--port", str(port)],
+                               env={**os.environ, "REDIS_URL": redis_url, "EXCHANGE_API_WEIGHT_PER_MINUTE": "50",
+                                    **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("api is up"), (line, process.stderr and process.stderr.read())
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def same_minute() -> None:
+    """Start well inside a rate-limit window (they are whole wall-clock minutes)."""
+    left = 60 - time.time() % 60
+    if left < 5:
+        time.sleep(left + 0.2)
+
+
+def statuses(client: httpx.Client, forwarded_for: str | None, n: int) -> list[int]:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    return [client.get(INFO, headers=headers).status_code for _ in range(n)]
+
+
+def test_each_forwarded_client_has_its_own_budget_from_a_trusted_proxy(redis_flush: str) -> None:
+    with api_process(redis_flush) as api:  # the test is the proxy, at 127.0.0.1: trusted by default
+        same_minute()
+        assert statuses(api, "203.0.113.7", 3) == [200, 200, 429]
+        refused = api.get(INFO, headers={"X-Forwarded-For": "203.0.113.7"})
+        assert refused.status_code == 429 and "203.0.113.7" in refused.json()["msg"]
+        assert statuses(api, "198.51.100.9", 2) == [200, 200]  # another client behind the same proxy
+        assert statuses(api, None, 2) == [200, 200]  # the proxy's own address: untouched
+
+
+def test_an_untrusted_proxy_cannot_choose_the_client_address(redis_flush: str) -> None:
+    with api_process(redis_flush, FORWARDED_ALLOW_IPS="10.255.255.1") as api:  # trusts only another host
+        same_minute()
+        assert statuses(api, "203.0.113.7", 2) == [200, 200]
+        assert statuses(api, "198.51.100.9", 1) == [429]  # a forged header does not buy a new budget
