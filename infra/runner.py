@@ -19,6 +19,7 @@ import uvicorn
 
 from api.app import create_app
 from pipeline.exchange import Exchange
+from pipeline.layout import check_layout
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ async def run_exchange(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app = exchange.app
+    await check_layout(exchange)  # refuses to start on data partitioned otherwise (LayoutMismatchError)
     gc.set_threshold(*GC_THRESHOLDS)  # restoring state allocates a lot: no full collections meanwhile
     await app.start(agents)
     server: _Server | None = None

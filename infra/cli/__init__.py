@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pipeline.layout import LayoutMismatchError
+
 # Modules that contribute subcommands, in the order `exchange --help` lists them.
 SUBCOMMAND_MODULES = (
     "infra.cli.up",
@@ -60,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = func(args)
     except KeyboardInterrupt:
         return 130
+    except LayoutMismatchError as exc:  # a worker, API or `up` started with another partition layout
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # e.g. `exchange topics tail ... | head`
         sys.stderr.close()
         return 0
