@@ -7,9 +7,9 @@ round-robin). A process started with other numbers than the data (or with a mark
 that deals an existing market to another partition) would read and write the wrong
 partitions: an account's balance on one, its new deposits on another; a market's book
 rebuilt on a partition that never saw its orders. Nothing would crash; money would look
-lost. So the first process records the layout under `LAYOUT_KEY`, and every worker, API
-and `exchange up` compares itself with it before it starts, and refuses to start on a
-difference (`LayoutMismatchError`). Adding markets is fine (they are recorded too);
+lost. So the first process records the layout under `LAYOUT_KEY`, and every worker, API,
+`exchange up` and `exchange admin` compares itself with it before it starts, and refuses to
+start on a difference (`LayoutMismatchError`). Adding markets is fine (they are recorded too);
 moving data to another layout needs a migration, which does not exist yet.
 
 Data written before this record existed: the partitions that exist (``orders.in:N``,

@@ -53,6 +53,7 @@ def _run(coro: Any) -> int:
 async def _with_exchange(action: Any) -> int:
     from pipeline.config import PipelineConfig
     from pipeline.exchange import build_exchange
+    from pipeline.layout import check_layout
     from pipeline.transport.cluster import ClusterTransport, open_transport
     from pipeline.transport.redis import RedisTransport
 
@@ -60,6 +61,7 @@ async def _with_exchange(action: Any) -> int:
     assert isinstance(transport, RedisTransport | ClusterTransport)
     try:
         exchange = build_exchange(transport, PipelineConfig.from_env())
+        await check_layout(exchange)  # a deposit keyed with other partition counts would land on the wrong one
         return int(await action(exchange, transport.client))
     finally:
         await transport.close()

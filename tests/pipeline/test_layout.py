@@ -88,4 +88,8 @@ def test_a_process_with_another_layout_exits_with_a_clear_error(redis_flush: str
     assert "error: this process's partition layout differs" in refused.stderr
     assert "EXCHANGE_ACCOUNT_PARTITIONS=1 here, 3 in the data" in refused.stderr
     assert "Traceback" not in refused.stderr
+    deposit = subprocess.run([sys.executable, "-m", "infra", "admin", "deposit", "4", "USDT", "100"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert deposit.returncode == 2 and "EXCHANGE_ACCOUNT_PARTITIONS=1 here" in deposit.stderr, deposit.stderr
+    assert not client.exists("orders.in:0"), "the refused deposit was written anyway"
     client.close()
