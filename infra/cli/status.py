@@ -52,6 +52,8 @@ class Report:
     """(owner, agent set, leases held, seconds until its announcement expires) of each live worker."""
     agents: list[tuple[str, int, str, int, float]] = field(default_factory=list)
     lag: list[tuple[str, str, int, int, float]] = field(default_factory=list)
+    layout: str = ""
+    """The partition layout the data was written with (`pipeline.layout`), and whether this environment agrees."""
     dead_letters: int | None = None
     last_dead_letter: str = ""
     persister: dict[str, int] | None = None
@@ -113,6 +115,7 @@ async def _pipeline(url: str, sample: float, report: Report) -> None:
                 if lease is None:
                     report.problems.append(f"{name}:{partition} has no owner")
         await _workers(transport, exchange.app.workers_key, holders, report)
+        await _layout(exchange, report)
         added = {info.stream: info.added for info in await transport.streams()}
         report.dead_letters = added.get(DLQ_STREAM, 0)
         last = await transport.read_reverse(DLQ_STREAM, 1)
@@ -135,6 +138,25 @@ async def _workers(transport: Any, key: str, holders: dict[str, str], report: Re
         if expiry > now_ms and owner:
             held = sum(1 for holder in holders.values() if holder == owner)
             report.workers.append((owner, agents, held, (expiry - now_ms) / 1000))
+
+
+async def _layout(exchange: Any, report: Report) -> None:
+    """The recorded partition layout, compared with the one this process's environment gives."""
+    import json
+
+    from pipeline.layout import LAYOUT_KEY, differences, layout_of
+
+    raw = await exchange.app.transport.get(LAYOUT_KEY)
+    if raw is None:
+        report.layout = "not recorded yet (recorded by the first worker, API or exchange up)"
+        return
+    stored = json.loads(raw)
+    report.layout = (f"{stored['account_partitions']} accounts partition(s), {stored['market_partitions']} match"
+                     f" partition(s), {len(stored.get('markets') or {})} markets")
+    problems = differences(stored, layout_of(exchange))
+    if problems:
+        report.layout += f"; THIS ENVIRONMENT DIFFERS: {'; '.join(problems)}"
+        report.problems.append("this environment's partition layout differs from the data's")
 
 
 async def _persister(exchange: Any, report: Report) -> None:
@@ -270,6 +292,8 @@ def render(report: Report, out: TextIO | None = None) -> None:
         print_table(("consumer", "stream", "consumed", "lag", "events/s"),
                     [(c, s, n, lag, round(rate)) for c, s, n, lag, rate in report.lag], out)
         print(file=out)
+    if report.layout:
+        print(f"partition layout: {report.layout}", file=out)
     if report.dead_letters is not None:
         last = f" (last: {report.last_dead_letter})" if report.last_dead_letter else ""
         print(f"dead letters: {report.dead_letters}{last}", file=out)

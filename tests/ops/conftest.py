@@ -11,6 +11,7 @@ import pytest
 from api.app import create_app
 from api.context import ApiConfig
 from pipeline.exchange import Exchange, build_exchange
+from pipeline.layout import check_layout
 from pipeline.transport.redis import RedisTransport
 from tests.serving import uvicorn_serving
 
@@ -28,6 +29,7 @@ async def served(redis_flush: str) -> AsyncIterator[Served]:
     transport = RedisTransport(redis_flush)
     exchange = build_exchange(transport)
     exchange.app.rebalance = True  # as `exchange worker` runs it: announced in the workers set
+    await check_layout(exchange)  # as every exchange process does before it starts (records the layout)
     await exchange.app.start()
     try:
         async with uvicorn_serving(create_app(exchange, config=ApiConfig(weight_per_minute=0))) as port:

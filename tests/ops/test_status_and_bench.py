@@ -50,6 +50,7 @@ async def test_status_prints_the_health_screen(served: Served, database_url: str
     lag_row = next(line for line in lines if line.startswith("validate") and "orders.in:0" in line)
     assert lag_row.split()[2:4] == ["4", "0"]  # consumed, lag
     assert "dead letters: 0" in out
+    assert "partition layout: 1 accounts partition(s), 1 match partition(s), 10 markets" in out
     assert "persister lag:" in out
     assert f"API: {served.base_url}: 200 healthy" in out
     # from the API's /metrics: its agents' batches, request latency by route, WebSockets
