@@ -80,7 +80,7 @@ def create_app(exchange: Exchange, *, max_lag: int = DEFAULT_MAX_LAG, config: Ap
     api = ApiContext(exchange, client, CommandWriter(exchange.orders_in, client), config)
     hub = Hub(api)
     metrics = ApiMetrics(database_url=database_url, database_resolved=database_url is not None)
-    limiter = WeightLimiter(config.weight_per_minute)
+    limiter = WeightLimiter(config.weight_per_minute, client=client)  # shared by every replica
     app = Litestar(
         route_handlers=[healthz, ping, server_time, public_router, orders_router, replace_router,
                         admin_router, user_stream_router, *stream_handlers, ws_api, users_router(), ui_router(),
@@ -90,8 +90,8 @@ def create_app(exchange: Exchange, *, max_lag: int = DEFAULT_MAX_LAG, config: Ap
                       "metrics": metrics, "ws_attempts": ConnectionAttempts(config.ws_connections_per_5m)}),
         exception_handlers=exception_handlers(),
         # every parameter bound: Litestar passes the app to a hook that still takes one (here: `box`)
-        on_startup=[hub.start, api.keys.start, functools.partial(seal_plain_secrets, client, None)],
-        on_shutdown=[functools.partial(hub.stop, STOP_WAIT_S), api.keys.stop, api.writer.close],
+        on_startup=[hub.start, api.keys.start, limiter.start, functools.partial(seal_plain_secrets, client, None)],
+        on_shutdown=[functools.partial(hub.stop, STOP_WAIT_S), api.keys.stop, limiter.stop, api.writer.close],
         before_request=limiter.before_request,
         request_max_body_size=config.max_body_bytes,
         middleware=[metrics.middleware],

@@ -118,3 +118,42 @@ async def test_failed_logins_from_one_address_lock_that_address(redis_url: str) 
     finally:
         await app.state.api.writer.close()
         await transport.close()
+
+
+async def test_replicas_share_one_budget_per_client(redis_url: str) -> None:
+    """Two API replicas (two limiters on one Redis): a client's weight on one counts on the other
+    after a sync, so spreading requests over replicas buys no extra budget; other clients are apart."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushall()
+    a, b = WeightLimiter(50, client=client), WeightLimiter(50, client=client)
+    now = 6_000_030.0  # mid-minute, the same for both
+    assert a.charge("ip", 30, now=now).status == 200
+    await a.sync()
+    await b.sync()  # b has no weight of its own yet: learns nothing, shares nothing
+    assert b.charge("ip", 15, now=now).status == 200  # b knows nothing of a's 30 until it syncs with weight
+    await b.sync()
+    refused = b.charge("ip", 10, now=now)
+    assert (refused.status, refused.used) == (429, 30 + 15 + 10)  # a's 30 counted on b
+    assert b.charge("other ip", 40, now=now).status == 200
+    await b.sync()
+    await a.sync()
+    assert a.charge("ip", 1, now=now).status == 429  # and b's spending (its refused request too) on a
+    assert int(await client.hget("apiweight:100000", "ip") or 0) == 30 + 15 + 10  # a's last 1 not shared yet
+    assert int(await client.hget("apiweight:100000", "other ip") or 0) == 40
+    assert a.charge("ip", 1, now=now + 60).status == 200  # a new minute: a new budget
+    await client.aclose()
+
+
+async def test_a_failed_sync_keeps_limiting_on_the_local_count() -> None:
+    class Down:
+        def pipeline(self, transaction: bool = False) -> Any:
+            raise ConnectionError("redis is down")
+
+    limiter = WeightLimiter(10, client=Down())
+    now = 6_000_030.0
+    assert limiter.charge("ip", 8, now=now).status == 200
+    await limiter.sync()  # logged, not raised; the 8 stay to be shared later
+    assert limiter._unsynced == {"ip": 8}
+    assert limiter.charge("ip", 3, now=now).status == 429

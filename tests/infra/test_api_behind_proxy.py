@@ -1,4 +1,5 @@
-"""Behind a load balancer the API limits each client by the address the proxy forwards, not the proxy's.
+"""Behind a load balancer the API limits each client by the address the proxy forwards, not the proxy's,
+with one budget per client over all replicas.
 
 `exchange api` runs uvicorn with proxy headers on: from a trusted proxy (uvicorn's
 `FORWARDED_ALLOW_IPS`, default 127.0.0.1 and ::1; the compose example sets it for its nginx)
@@ -54,7 +55,7 @@ def api_process(redis_url: str, **env: str) -> Iterator[httpx.Client]:
 def same_minute() -> None:
     """Start well inside a rate-limit window (they are whole wall-clock minutes)."""
     left = 60 - time.time() % 60
-    if left < 5:
+    if left < 8:
         time.sleep(left + 0.2)
 
 
@@ -78,3 +79,17 @@ def test_an_untrusted_proxy_cannot_choose_the_client_address(redis_flush: str) -
         same_minute()
         assert statuses(api, "203.0.113.7", 2) == [200, 200]
         assert statuses(api, "198.51.100.9", 1) == [429]  # a forged header does not buy a new budget
+
+
+def test_a_client_spread_over_two_replicas_has_one_budget(redis_flush: str) -> None:
+    with api_process(redis_flush) as first, api_process(redis_flush) as second:
+        same_minute()
+        assert statuses(first, "203.0.113.7", 2) == [200, 200]  # 40 of 50
+        time.sleep(0.6)  # a few sync intervals (api.limits.SYNC_S): the first replica shares its 40
+        # a replica reads a client's shared total from its first request on: that one goes on its own count
+        assert statuses(second, "203.0.113.7", 1) == [200]
+        time.sleep(0.6)
+        assert statuses(second, "203.0.113.7", 1) == [429]  # 80 of 50: the second replica is no fresh budget
+        assert statuses(second, "198.51.100.9", 2) == [200, 200]  # someone else's budget is their own
+        time.sleep(0.6)
+        assert statuses(first, "203.0.113.7", 1) == [429]
