@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
@@ -32,3 +36,36 @@ async def uvicorn_serving(app: Any) -> AsyncIterator[int]:
     finally:
         server.should_exit = True
         await serving
+
+
+@contextlib.contextmanager
+def api_process(redis_url: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """An `exchange api` process (a stateless replica) on a free port until the block ends; yields it
+    and its port once it says it is up. Stopped with SIGTERM (killed after 20 s); its pipes closed."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "infra", "api", "--port", str(port)],
+                               env={**os.environ, "REDIS_URL": redis_url, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # "api is up: ..." or EOF if it died
+        assert line.strip() == f"api is up: http://127.0.0.1:{port}", (line, process.stderr and process.stderr.read())
+        yield process, port
+    finally:
+        stop_process(process)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 20.0) -> int | None:
+    """SIGTERM (a clean shutdown), SIGKILL if it is still running after `timeout` s; its exit code
+    (negative: killed by that signal)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

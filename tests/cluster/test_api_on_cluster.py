@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from pipeline.config import PipelineConfig
 from pipeline.exchange import build_exchange
 from pipeline.transport import slots
 from pipeline.transport.cluster import ClusterTransport, open_transport
+from tests.serving import stop_process
 
 PARTITIONS = 3
 ACCOUNT_PARTITIONS = 2  # the seller and the buyer (accounts 1 and 2) on different accounts partitions
@@ -61,13 +61,7 @@ def worker(tmp_path: Path, environment: dict[str, str]) -> Iterator[subprocess.P
     proc = subprocess.Popen([sys.executable, "-m", "infra", "worker"], env=environment, stdout=log,
                             stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
     yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, 30)
     log.close()
 
 

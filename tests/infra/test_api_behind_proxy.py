@@ -10,10 +10,6 @@ address, so everybody, refused or banned.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,35 +17,18 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from tests.serving import free_port
+from tests.serving import api_process
 
 pytestmark = pytest.mark.redis
 INFO = "/api/v3/exchangeInfo"  # weight 20: a budget of 50 allows two a minute
 
 
 @contextmanager
-def api_process(redis_url: str, **env: str) -> Iterator[httpx.Client]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "infra", "api", "--port", str(port)],
-                               env={**os.environ, "REDIS_URL": redis_url, "EXCHANGE_API_WEIGHT_PER_MINUTE": "50",
-                                    **env},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("api is up"), (line, process.stderr and process.stderr.read())
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            yield client
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
+def limited_api(redis_url: str, **env: str) -> Iterator[httpx.Client]:
+    """An `exchange api` replica with a budget of 50 a minute, and a client of it."""
+    with api_process(redis_url, EXCHANGE_API_WEIGHT_PER_MINUTE="50", **env) as (_, port), \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        yield client
 
 
 def same_minute() -> None:
@@ -65,7 +44,7 @@ def statuses(client: httpx.Client, forwarded_for: str | None, n: int) -> list[in
 
 
 def test_each_forwarded_client_has_its_own_budget_from_a_trusted_proxy(redis_flush: str) -> None:
-    with api_process(redis_flush) as api:  # the test is the proxy, at 127.0.0.1: trusted by default
+    with limited_api(redis_flush) as api:  # the test is the proxy, at 127.0.0.1: trusted by default
         same_minute()
         assert statuses(api, "203.0.113.7", 3) == [200, 200, 429]
         refused = api.get(INFO, headers={"X-Forwarded-For": "203.0.113.7"})
@@ -75,14 +54,14 @@ def test_each_forwarded_client_has_its_own_budget_from_a_trusted_proxy(redis_flu
 
 
 def test_an_untrusted_proxy_cannot_choose_the_client_address(redis_flush: str) -> None:
-    with api_process(redis_flush, FORWARDED_ALLOW_IPS="10.255.255.1") as api:  # trusts only another host
+    with limited_api(redis_flush, FORWARDED_ALLOW_IPS="10.255.255.1") as api:  # trusts only another host
         same_minute()
         assert statuses(api, "203.0.113.7", 2) == [200, 200]
         assert statuses(api, "198.51.100.9", 1) == [429]  # a forged header does not buy a new budget
 
 
 def test_a_client_spread_over_two_replicas_has_one_budget(redis_flush: str) -> None:
-    with api_process(redis_flush) as first, api_process(redis_flush) as second:
+    with limited_api(redis_flush) as first, limited_api(redis_flush) as second:
         same_minute()
         assert statuses(first, "203.0.113.7", 2) == [200, 200]  # 40 of 50
         time.sleep(0.6)  # a few sync intervals (api.limits.SYNC_S): the first replica shares its 40

@@ -10,10 +10,6 @@ up on A to use its session cookie on B. Nothing lives in a replica but caches.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,7 +18,7 @@ import pytest
 
 from api.accounts import NewKey
 from tests.api.wsclient import Served, recv_until, served
-from tests.serving import free_port
+from tests.serving import api_process
 
 pytestmark = pytest.mark.redis
 UI = {"X-Exchange-Session": "1"}
@@ -31,28 +27,11 @@ UI = {"X-Exchange-Session": "1"}
 @pytest.fixture
 async def replicas(redis_url: str) -> AsyncIterator[tuple[Served, Served]]:
     async with served(redis_url) as a:
-        port = free_port()
-        env = {**os.environ, "REDIS_URL": redis_url, "EXCHANGE_API_WEIGHT_PER_MINUTE": "0"}
-        process = subprocess.Popen([sys.executable, "-m", "infra", "api", "--port", str(port)], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert process.stdout is not None
-            line = await asyncio.to_thread(process.stdout.readline)  # "api is up: ..." or EOF if it died
-            assert line.startswith("api is up"), (line, process.stderr and process.stderr.read())
+        with api_process(redis_url, EXCHANGE_API_WEIGHT_PER_MINUTE="0") as (process, port):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 b = Served(client, a.exchange, a.redis, a.app)
                 b.ws_base = f"ws://127.0.0.1:{port}"
                 yield a, b
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(process.wait, 20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            for pipe in (process.stdout, process.stderr):
-                if pipe is not None:
-                    pipe.close()
     assert process.returncode == 0, "replica B did not stop cleanly on SIGTERM"
 
 

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-
 import httpx
 import pytest
+import redis
 
-from tests.serving import free_port
+from tests.serving import api_process
 
 
 @pytest.mark.redis
 def test_api_replica_serves_and_stops_cleanly(redis_flush: str) -> None:
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_flush}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infra", "api", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the replica says it is up (or exits)
-        assert line.strip() == f"api is up: http://127.0.0.1:{port}", (line, proc.stderr and proc.stderr.read())
+    with api_process(redis_flush) as (process, port):  # it said "api is up: http://127.0.0.1:<port>"
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/api/v3/ping").json() == {}
         symbols = {s["symbol"] for s in httpx.get(f"{base}/api/v3/exchangeInfo").json()["symbols"]}
@@ -32,14 +19,5 @@ def test_api_replica_serves_and_stops_cleanly(redis_flush: str) -> None:
         bad = httpx.get(f"{base}/api/v3/depth", params={"symbol": "NOPE"})
         assert bad.status_code == 400 and bad.json()["code"] == -1121
         # No agent runs here: the replica takes no partition lease.
-        import redis
-
         assert not list(redis.Redis.from_url(redis_flush).scan_iter("lease:*"))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0
+    assert process.returncode == 0  # stopped by SIGTERM, cleanly
