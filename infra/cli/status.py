@@ -142,15 +142,13 @@ async def _workers(transport: Any, key: str, holders: dict[str, str], report: Re
 
 async def _layout(exchange: Any, report: Report) -> None:
     """The recorded partition layout, compared with the one this process's environment gives."""
-    import json
+    from pipeline.layout import differences, layout_of, pin_markets, read_layout
 
-    from pipeline.layout import LAYOUT_KEY, differences, layout_of
-
-    raw = await exchange.app.transport.get(LAYOUT_KEY)
-    if raw is None:
+    stored = await read_layout(exchange.app.transport)
+    if stored is None:
         report.layout = "not recorded yet (recorded by the first worker, API or exchange up)"
         return
-    stored = json.loads(raw)
+    pin_markets(exchange, stored)  # as a starting process does: recorded markets stay where they are
     report.layout = (f"{stored['account_partitions']} accounts partition(s), {stored['market_partitions']} match"
                      f" partition(s), {len(stored.get('markets') or {})} markets")
     problems = differences(stored, layout_of(exchange))

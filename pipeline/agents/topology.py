@@ -29,7 +29,7 @@ those balances) and run in the same worker.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,21 +145,37 @@ def broadcast_keys(partitions: int) -> range:
     return range(partitions)
 
 
-def market_partitioner(symbols: Iterable[str]) -> Callable[[Any, int], int]:
-    """Key -> partition for market-keyed topics: the markets in sorted order dealt round-robin.
+class MarketPartitioner:
+    """Key -> partition for market-keyed topics: the markets in sorted order dealt round-robin,
+    except markets pinned to the partition the exchange's data recorded for them (`pin`).
 
-    Balanced (10 markets on 3 partitions: 4, 3, 3) and stable while the market list is;
-    a symbol not in the list falls back to CRC-32.
+    Balanced (10 markets on 3 partitions: 4, 3, 3) and stable while the market list is; a
+    market added later would shift the deal, so every process that routes by market pins the
+    recorded assignment before it starts (`pipeline.layout.check_layout`). A symbol not in the
+    list falls back to CRC-32.
     """
-    index = {symbol: i for i, symbol in enumerate(sorted(symbols))}
 
-    def partition(key: Any, partitions: int) -> int:
+    def __init__(self, symbols: Iterable[str]) -> None:
+        self.index = {symbol: i for i, symbol in enumerate(sorted(symbols))}
+        self.pinned: dict[str, int] = {}
+
+    def pin(self, assignment: dict[str, int]) -> None:
+        """Route each market of `assignment` to its partition from now on."""
+        self.pinned = dict(assignment)
+
+    def __call__(self, key: Any, partitions: int) -> int:
         if partitions == 1 or key is None:
             return 0
-        position = index.get(key)
+        pinned = self.pinned.get(key)
+        if pinned is not None:
+            return pinned
+        position = self.index.get(key)
         if position is None:
             data = key.encode() if isinstance(key, str) else bytes(key)
             return zlib.crc32(data) % partitions
         return position % partitions
 
-    return partition
+
+def market_partitioner(symbols: Iterable[str]) -> MarketPartitioner:
+    """The partitioner of market-keyed topics for `symbols` (see `MarketPartitioner`)."""
+    return MarketPartitioner(symbols)

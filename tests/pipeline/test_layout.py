@@ -14,7 +14,7 @@ from pipeline.config import PipelineConfig
 from pipeline.core.markets import load_markets
 from pipeline.core.messages import Deposit
 from pipeline.exchange import Exchange, build_exchange
-from pipeline.layout import LAYOUT_KEY, LayoutMismatchError, check_layout
+from pipeline.layout import LAYOUT_KEY, LayoutMismatchError, assign_markets, check_layout
 from pipeline.transport.base import Transport
 from pipeline.transport.memory import MemoryTransport
 
@@ -49,16 +49,27 @@ async def test_other_partition_counts_are_refused(accounts: int, markets: int, s
     assert json.loads(await transport.get(LAYOUT_KEY) or b"{}")["account_partitions"] == 3  # record untouched
 
 
-async def test_a_new_market_is_fine_unless_it_moves_an_existing_one() -> None:
-    one = MemoryTransport()  # one match partition: every market on it, adding one moves nothing
-    await check_layout(exchange(one, market_list=WITHOUT_ADA))
-    await check_layout(exchange(one))
-    assert "ADAUSDT" in json.loads(await one.get(LAYOUT_KEY) or b"{}")["markets"]
+async def test_a_new_market_leaves_the_recorded_ones_where_they_are() -> None:
+    transport = MemoryTransport()  # two match partitions; ADAUSDT sorts first: dealt anew, it would shift all
+    before = exchange(transport, markets=2, market_list=WITHOUT_ADA)
+    await check_layout(before)
+    was = {s: before.orders_accepted.partition_for(s) for s in WITHOUT_ADA}
+    after = exchange(transport, markets=2)
+    assert any(after.orders_accepted.partition_for(s) != p for s, p in was.items())  # the plain deal moves them
+    await check_layout(after)  # pins the record
+    assert {s: after.orders_accepted.partition_for(s) for s in WITHOUT_ADA} == was
+    recorded = json.loads(await transport.get(LAYOUT_KEY) or b"{}")["markets"]
+    assert recorded["ADAUSDT"] == after.orders_accepted.partition_for("ADAUSDT") == 1  # 5 and 4: the emptier one
+    again = exchange(transport, markets=2)  # a restart (another worker) routes every market the same way
+    await check_layout(again)
+    assert {s: again.orders_accepted.partition_for(s) for s in MARKETS} == recorded
 
-    two = MemoryTransport()  # two match partitions, markets dealt in sorted order: ADAUSDT shifts the others
-    await check_layout(exchange(two, markets=2, market_list=WITHOUT_ADA))
-    with pytest.raises(LayoutMismatchError, match="deals 9 existing market"):
-        await check_layout(exchange(two, markets=2))
+
+def test_new_markets_go_to_the_partitions_with_the_fewest() -> None:
+    assert assign_markets({"A": 0, "B": 0, "C": 1}, ["A", "B", "C", "D", "E", "F"], 3) == {
+        "A": 0, "B": 0, "C": 1, "D": 2, "E": 1, "F": 2}
+    assert assign_markets({"A": 1, "GONE": 0}, ["A", "B"], 2) == {"A": 1, "B": 0}  # a removed market frees room
+    assert assign_markets({}, ["B", "A", "C"], 2) == {"A": 0, "B": 1, "C": 0}
 
 
 async def test_data_from_before_the_record_is_judged_by_its_partitions() -> None:
