@@ -97,6 +97,10 @@ class App:
         `fair_share`, give leases above it to the other live workers (set before `start`)."""
         self.rebalance_hold_s: float | None = None
         """A lease is held at least this long before it is given away (default: two lease lifetimes)."""
+        self.stop_timeout_s = 60.0
+        """`stop` waits this long for every task to finish its batch; then it cancels the rest, naming each
+        and where it waited (a shutdown never hangs: a cancelled partition's lease expires, and its
+        uncommitted batch is redone by the next owner)."""
         self.live_workers = 1
         """Workers of this app running the same agents (by lease name) seen alive at the last heartbeat,
         this one included: only they can take this worker's leases, so only they share them."""
@@ -248,6 +252,12 @@ class App:
         timers = [t for t in tasks if t.get_name().startswith("timer:")]
         for task in timers:
             task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.stop_timeout_s)
+            for task in pending:
+                log.error("%s did not stop within %g s; cancelled while waiting in %s", task.get_name(),
+                          self.stop_timeout_s, where_waiting(task))
+                task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
@@ -532,6 +542,20 @@ class App:
             await self.transport.close()
 
         asyncio.run(main())
+
+
+def where_waiting(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task waits: its chain of awaits, outermost first, down to what it awaits (for logs)."""
+    parts: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(parts) < 30:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            parts.append(type(awaited).__name__)  # a future, a lock's waiter...
+            break
+        parts.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return " -> ".join(parts) or "(nothing)"
 
 
 def fair_share(leases: int, workers: int) -> int:

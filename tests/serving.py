@@ -9,10 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any, TypeVar
 
 import uvicorn
+
+from pipeline.app import where_waiting
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -69,3 +73,13 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 20.0) -> int |
             process.kill()
             process.wait()
     return process.returncode
+
+
+async def within(awaitable: Awaitable[T], seconds: float, what: str) -> T:
+    """`awaitable`, or an AssertionError after `seconds` naming `what` and showing where every asyncio
+    task of the loop was waiting (so a hang in a shutdown says which task did not finish)."""
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        stacks = [f"  {task.get_name()}: {where_waiting(task)}" for task in asyncio.all_tasks()]
+        raise AssertionError(f"{what} did not finish within {seconds} s; tasks:\n" + "\n".join(stacks)) from None

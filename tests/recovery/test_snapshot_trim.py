@@ -20,6 +20,7 @@ from recovery.persister import Persister, PersisterConfig
 from recovery.snapshot_store import PostgresSnapshotStore
 from recovery.snapshots import attach_snapshots
 from recovery.trim import StreamTrimmer, TrimRule
+from tests.serving import within
 
 pytestmark = pytest.mark.slow
 CONFIG = PipelineConfig(lease_ttl_ms=1000)
@@ -152,7 +153,7 @@ async def test_trimming_keeps_everything_unarchived_or_needed_for_recovery(
                     **{n: t.state_hash() for n, t in exchange.app.tables.items()}}
     finally:
         manager.units = {}  # stop as a crash would: no shutdown snapshots
-        await exchange.app.stop()
+        await within(exchange.app.stop(), 120, "the first exchange's stop")
         await persister.stop()
         await store.close()
 
@@ -172,7 +173,7 @@ async def test_trimming_keeps_everything_unarchived_or_needed_for_recovery(
                 **{n: t.state_hash() for n, t in again.app.tables.items()}} == expected
     finally:
         restored.units = {}
-        await again.app.stop()
+        await within(again.app.stop(), 120, "the restarted exchange's stop")
 
     # without the snapshot store the trimmed streams cannot rebuild the state: agents wait instead of lying
     blind = build_exchange(transport, CONFIG)
@@ -183,5 +184,5 @@ async def test_trimming_keeps_everything_unarchived_or_needed_for_recovery(
             await blind.app.wait_running(timeout=4)
         assert not blind.app.runners[("match", 0)].ready
     finally:
-        await blind.app.stop()
-        await transport.close()
+        await within(blind.app.stop(), 120, "the blind exchange's stop")
+        await within(transport.close(), 30, "closing the transport")

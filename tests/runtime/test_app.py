@@ -358,3 +358,29 @@ async def test_lag_never_shows_caught_up_while_a_commit_is_still_travelling_down
     lag = await app.lag()
     assert transport.pending is None, "the commit was made during the read"
     assert lag == {("first", "a:0"): 0, ("second", "b:0"): 1}
+
+
+async def test_stop_cancels_a_task_that_does_not_finish_and_says_where_it_waited(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A shutdown never hangs: past `stop_timeout_s` the tasks still running are cancelled, each named
+    in the log with the chain of awaits it was stuck in."""
+    transport = MemoryTransport()
+    app = App("test", transport)
+    numbers = app.topic("numbers", value_type=Number)
+    never = asyncio.Event()
+
+    @app.agent(numbers, name="stuck")
+    async def stuck(stream: AgentStream[Number]) -> None:
+        async for _ in stream:
+            await never.wait()  # a batch that never ends (a lost reply, a deadlock)
+
+    await app.start()
+    await app.wait_running()
+    await numbers.send(Number(1))
+    await asyncio.sleep(0.2)  # the agent is inside its batch
+    app.stop_timeout_s = 0.5
+    await asyncio.wait_for(app.stop(), 10)
+    [record] = [r for r in caplog.records if "did not stop within 0.5 s" in r.getMessage()]
+    assert record.getMessage().startswith("agent:stuck:0 did not stop")
+    assert "-> stuck (test_app.py:" in record.getMessage() and "-> wait (locks.py:" in record.getMessage(), \
+        record.getMessage()  # the agent's own frame, and the Event it waits on
