@@ -1,7 +1,7 @@
 """The exchange pipeline wired in one place: topics, tables and the five agents.
 
 With ``config.market_partitions > 1`` the matcher runs one task per partition of
-``orders.accepted`` (markets dealt round-robin, `market_partitioner`); its events fan
+``orders.accepted`` (markets dealt round-robin, `MarketPartitioner`); its events fan
 back into the single ``orders.events`` partition that publish reads. With
 ``config.account_partitions > 1`` validate, risk and settle run one task per accounts
 partition (``account_id % account_partitions``), and settle reads its trades and order
@@ -41,8 +41,8 @@ from pipeline.agents.topology import (
     ORDERS_SETTLE,
     ORDERS_VALID,
     USER_EVENTS,
+    MarketPartitioner,
     TopicSpec,
-    market_partitioner,
 )
 from pipeline.agents.validate import register_validate
 from pipeline.app import App
@@ -87,7 +87,7 @@ def build_exchange(
               batch_messages=config.batch_messages,
               lease_ttl_ms=config.lease_ttl_ms, owner=owner)
 
-    by_market = market_partitioner(markets)
+    by_market = MarketPartitioner(markets)
 
     def topic(spec: TopicSpec, max_pending: int | None = None) -> Topic[Any]:
         if spec.name in MARKET_PARTITIONED:

@@ -82,19 +82,12 @@ async def read_layout(transport: Transport) -> dict[str, Any] | None:
 
 
 def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """What in `wanted` contradicts `stored` (markets only in one of them are no contradiction)."""
-    problems = []
-    for name, variable in (("account_partitions", "EXCHANGE_ACCOUNT_PARTITIONS"),
-                           ("market_partitions", "EXCHANGE_MARKET_PARTITIONS")):
-        if stored.get(name) is not None and stored[name] != wanted[name]:
-            problems.append(f"{variable}={wanted[name]} here, {stored[name]} in the data")
-    old = stored.get("markets") or {}
-    moved = sorted(s for s, p in wanted["markets"].items() if s in old and old[s] != p)
-    if moved:
-        shown = ", ".join(f"{s} on match partition {wanted['markets'][s]} here, {old[s]} in the data"
-                          for s in moved[:5])
-        problems.append(f"the market list deals {len(moved)} existing market(s) elsewhere: {shown}")
-    return problems
+    """The partition counts of `wanted` that contradict `stored` (markets cannot: once the counts agree,
+    `pin_markets` keeps every recorded market where the record has it)."""
+    return [f"{variable}={wanted[name]} here, {stored[name]} in the data"
+            for name, variable in (("account_partitions", "EXCHANGE_ACCOUNT_PARTITIONS"),
+                                   ("market_partitions", "EXCHANGE_MARKET_PARTITIONS"))
+            if stored.get(name) is not None and stored[name] != wanted[name]]
 
 
 async def inferred_layout(transport: Transport) -> dict[str, Any]:
@@ -113,11 +106,12 @@ async def check_layout(exchange: Exchange) -> None:
     recorded = await read_layout(transport)
     if recorded is not None:
         pin_markets(exchange, recorded)
+    wanted = layout_of(exchange)
+    if recorded is not None:
         stored = recorded
     else:  # a count below the partitions that exist is wrong; one above cannot be told apart
         inferred = await inferred_layout(transport)
-        stored = {k: v for k, v in inferred.items() if v is not None and v > layout_of(exchange)[k]}
-    wanted = layout_of(exchange)
+        stored = {k: v for k, v in inferred.items() if v is not None and v > wanted[k]}
     problems = differences(stored, wanted)
     if problems:
         raise LayoutMismatchError(

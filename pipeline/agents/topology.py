@@ -174,8 +174,3 @@ class MarketPartitioner:
             data = key.encode() if isinstance(key, str) else bytes(key)
             return zlib.crc32(data) % partitions
         return position % partitions
-
-
-def market_partitioner(symbols: Iterable[str]) -> MarketPartitioner:
-    """The partitioner of market-keyed topics for `symbols` (see `MarketPartitioner`)."""
-    return MarketPartitioner(symbols)
