@@ -16,7 +16,9 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+import redis
 
+from api.limits import SYNC_S
 from tests.serving import api_process
 
 pytestmark = pytest.mark.redis
@@ -60,15 +62,27 @@ def test_an_untrusted_proxy_cannot_choose_the_client_address(redis_flush: str) -
         assert statuses(api, "198.51.100.9", 1) == [429]  # a forged header does not buy a new budget
 
 
+def shared_to(redis_url: str, client: str, weight: int) -> None:
+    """Wait until the replicas' shared count (api.limits) shows `weight` for `client` this minute, then one
+    sync interval more: every replica that syncs has read that total by then (it reads in the same round
+    trip it writes, every SYNC_S)."""
+    with redis.Redis.from_url(redis_url) as server:
+        deadline = time.monotonic() + 10
+        while int(server.hget(f"apiweight:{int(time.time() // 60)}", client) or 0) != weight:
+            assert time.monotonic() < deadline, f"the shared count of {client} never reached {weight}"
+            time.sleep(0.02)
+    time.sleep(2 * SYNC_S)
+
+
 def test_a_client_spread_over_two_replicas_has_one_budget(redis_flush: str) -> None:
     with limited_api(redis_flush) as first, limited_api(redis_flush) as second:
         same_minute()
         assert statuses(first, "203.0.113.7", 2) == [200, 200]  # 40 of 50
-        time.sleep(0.6)  # a few sync intervals (api.limits.SYNC_S): the first replica shares its 40
+        shared_to(redis_flush, "203.0.113.7", 40)  # the first replica shared its 40
         # a replica reads a client's shared total from its first request on: that one goes on its own count
         assert statuses(second, "203.0.113.7", 1) == [200]
-        time.sleep(0.6)
+        shared_to(redis_flush, "203.0.113.7", 60)  # ... and learns the first one's 40 as it shares its 20
         assert statuses(second, "203.0.113.7", 1) == [429]  # 80 of 50: the second replica is no fresh budget
         assert statuses(second, "198.51.100.9", 2) == [200, 200]  # someone else's budget is their own
-        time.sleep(0.6)
+        shared_to(redis_flush, "203.0.113.7", 80)
         assert statuses(first, "203.0.113.7", 1) == [429]

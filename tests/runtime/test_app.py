@@ -367,17 +367,18 @@ async def test_stop_cancels_a_task_that_does_not_finish_and_says_where_it_waited
     transport = MemoryTransport()
     app = App("test", transport)
     numbers = app.topic("numbers", value_type=Number)
-    never = asyncio.Event()
+    inside, never = asyncio.Event(), asyncio.Event()
 
     @app.agent(numbers, name="stuck")
     async def stuck(stream: AgentStream[Number]) -> None:
         async for _ in stream:
+            inside.set()
             await never.wait()  # a batch that never ends (a lost reply, a deadlock)
 
     await app.start()
     await app.wait_running()
     await numbers.send(Number(1))
-    await asyncio.sleep(0.2)  # the agent is inside its batch
+    await asyncio.wait_for(inside.wait(), 10)  # the agent is inside its batch
     app.stop_timeout_s = 0.5
     await asyncio.wait_for(app.stop(), 10)
     [record] = [r for r in caplog.records if "did not stop within 0.5 s" in r.getMessage()]
